@@ -1,0 +1,15 @@
+/**
+ * lowbit: run Llama-style language models with 1-, 1.58-, 2-, 3- and 4-bit weights.
+ * The public API, and nothing else.
+ */
+export { cpuInfo, type CpuInfo, type IsaName } from './cpu';
+export { DisposedError, LowbitError, type LowbitErrorCode, LowbitFormatError } from './errors';
+export {
+  type ActivationMode, type FormatName, type MatmulOptions, QTensor, QUANT_FORMATS, QUANT_METHODS, type QuantFormat,
+  type QuantizeOptions, type QuantMethod, quantize, quantizeAsync, tensorFromPacked,
+} from './qtensor';
+export {
+  type FinishReason, type GenerateChunk, type GenerateOptions, type GenerationStats, LowbitGeneration, type SamplingOptions,
+} from './generate';
+export { type ChatOptions, type LoadModelOptions, loadModel, LowbitModel, type ModelInfo } from './model/model';
+export type { ChatFormat, ChatMessage, Tokenizer } from './tokenizer';

@@ -1,0 +1,174 @@
+/**
+ * Assembly of a native model from the named tensors a reader hands out: each Llama role becomes a
+ * QTensor in the format that holds it without loss — f32/f16 as they are, bf16 widened to f32,
+ * GGUF Q4_0 as b4 (groups of 32), TQ1_0/TQ2_0 as t158 (groups of 256), Q8_0 dequantized to f32 —
+ * and float weights that already lie on a ParetoQ grid (fake-quantized checkpoints) are packed into
+ * that grid's codes, bit-exact.
+ */
+import { LowbitFormatError } from '../errors';
+import { blockCodes, dequantizeToF32, f16ToF32 } from '../io/dtypes';
+import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, layerTensorName, type LayerRole } from '../io/llama';
+import type { LlamaConfig, ModelSource, TensorInfo } from '../io/types';
+import {
+  type ActivationMode, type AddonLayerWeights, type AddonLinearName, type AddonModel, type AddonModelConfig,
+  type AddonQTensor, binding, callNative, type FormatName,
+} from '../native';
+
+/** Linear roles in the native layer struct, by Hugging Face role. */
+export const LINEAR_ROLES: ReadonlyArray<readonly [AddonLinearName, LayerRole]> = [
+  ['wq', 'self_attn.q_proj'],
+  ['wk', 'self_attn.k_proj'],
+  ['wv', 'self_attn.v_proj'],
+  ['wo', 'self_attn.o_proj'],
+  ['gate', 'mlp.gate_proj'],
+  ['up', 'mlp.up_proj'],
+  ['down', 'mlp.down_proj'],
+];
+
+export interface AssembleOptions {
+  /** Pack float weights that lie on a ParetoQ grid into its codes. Defaults to `true`. */
+  readonly detectGrids?: boolean;
+  /** How quantized layers multiply: int8 or float activations. Defaults to `int8`. */
+  readonly activations?: ActivationMode;
+}
+
+export interface AssembledModel {
+  readonly native: AddonModel;
+  /** Format of every weight tensor, by canonical name. */
+  readonly formats: ReadonlyMap<string, FormatName>;
+  /** Parameters (weights) of the model; a tied output counts once. */
+  readonly parameters: number;
+}
+
+function required(source: ModelSource, name: string): TensorInfo {
+  const info = source.tensors.get(name);
+  if (!info) throw new LowbitFormatError(source.path, 'tensor is missing', name);
+  return info;
+}
+
+function readF32(source: ModelSource, info: TensorInfo): Float32Array {
+  const count = info.shape.reduce((a, b) => a * b, 1);
+  try {
+    return info.dtype === 'f32' ? copyF32(info.read()) : dequantizeToF32(info.dtype, info.read(), count);
+  } catch (error) {
+    if (error instanceof LowbitFormatError) throw error;
+    throw new LowbitFormatError(source.path, `cannot read ${info.dtype} data: ${(error as Error).message}`, info.name, { cause: error });
+  }
+}
+
+function copyF32(bytes: Uint8Array): Float32Array {
+  const out = new Float32Array(bytes.length / 4);
+  new Uint8Array(out.buffer).set(bytes);
+  return out;
+}
+
+/** The format a row of float weights would be exact in, judging by how many distinct values it has. */
+function gridCandidates(row: Float32Array): FormatName[] {
+  const distinct = new Set<number>();
+  for (const v of row) {
+    distinct.add(v);
+    if (distinct.size > 16) return [];
+  }
+  const n = distinct.size, hasZero = distinct.has(0);
+  const all: [FormatName, boolean][] = [['b1', n <= 2 && !hasZero], ['t158', n <= 3], ['b2', n <= 4 && !hasZero], ['b3', n <= 8], ['b4', n <= 16]];
+  return all.filter(([, ok]) => ok).map(([f]) => f);
+}
+
+/** A float matrix as a QTensor: packed into a ParetoQ grid when every row is on one, else as it is. */
+function floatMatrix(source: ModelSource, info: TensorInfo, rows: number, cols: number, options: AssembleOptions): [AddonQTensor, FormatName] {
+  const q = binding().AddonQTensor;
+  const halfBits = info.dtype === 'f16' || info.dtype === 'bf16' ? new Uint16Array(info.read().slice().buffer) : undefined;
+  const values = halfBits && info.dtype === 'f16' ? undefined : readF32(source, info);
+  if (options.detectGrids !== false) {
+    const firstRow = values ? values.subarray(0, cols) : Float32Array.from(halfBits!.subarray(0, cols), f16ToF32);
+    for (const format of gridCandidates(firstRow)) {
+      try {
+        const weights = halfBits ?? values!;
+        return [q.quantize(weights, rows, cols, format, 'exact', 0, info.dtype as 'f32' | 'f16' | 'bf16', 0), format];
+      } catch {
+        // not on this grid: try the next, wider one
+      }
+    }
+  }
+  if (info.dtype === 'f16') return [callNative(() => q.fromPacked('f16', rows, cols, 0, info.read(), null)), 'f16'];
+  return [callNative(() => q.fromPacked('f32', rows, cols, 0, new Uint8Array(values!.buffer), null)), 'f32'];
+}
+
+/** GGUF block types that are exactly one of our formats: their codes and scales carry over. */
+type CodeBlockDType = 'q4_0' | 'tq1_0' | 'tq2_0';
+const BLOCK_FORMATS: Record<CodeBlockDType, { format: FormatName; group: number }> = {
+  q4_0: { format: 'b4', group: 32 },
+  tq1_0: { format: 't158', group: 256 },
+  tq2_0: { format: 't158', group: 256 },
+};
+
+/** One weight matrix (rows x cols) of the model as a native QTensor in the format that holds it. */
+export function matrixTensor(source: ModelSource, name: string, rows: number, cols: number, options: AssembleOptions): [AddonQTensor, FormatName] {
+  const info = required(source, name);
+  if (info.shape.length !== 2 || info.shape[0] !== rows || info.shape[1] !== cols) {
+    throw new LowbitFormatError(source.path, `has shape [${info.shape.join(', ')}], expected [${rows}, ${cols}]`, name);
+  }
+  if (info.dtype in BLOCK_FORMATS) {
+    const dtype = info.dtype as CodeBlockDType, block = BLOCK_FORMATS[dtype];
+    const { codes, scales } = blockCodes(dtype, info.read(), rows * cols);
+    return [callNative(() => binding().AddonQTensor.fromCodes(block.format, rows, cols, block.group, codes, scales)), block.format];
+  }
+  if (info.dtype === 'f32' || info.dtype === 'f16' || info.dtype === 'bf16') return floatMatrix(source, info, rows, cols, options);
+  const values = readF32(source, info);  // q8_0, f64: no lossless low-bit form, kept as f32
+  return [callNative(() => binding().AddonQTensor.fromPacked('f32', rows, cols, 0, new Uint8Array(values.buffer), null)), 'f32'];
+}
+
+function vector(source: ModelSource, name: string, length: number): Float32Array {
+  const info = required(source, name);
+  const values = readF32(source, info);
+  if (values.length !== length) throw new LowbitFormatError(source.path, `has ${values.length} values, expected ${length}`, name);
+  return values;
+}
+
+export function nativeConfig(config: LlamaConfig): AddonModelConfig {
+  return {
+    dim: config.dim, hiddenDim: config.hiddenDim, nLayers: config.nLayers, nHeads: config.nHeads,
+    nKvHeads: config.nKvHeads, headDim: config.headDim, vocabSize: config.vocabSize, maxSeqLen: config.maxSeqLen,
+    normEps: config.normEps, ropeTheta: config.ropeTheta, ropeStyle: config.ropeStyle,
+    ...(config.ropeScaling ? { ropeScaling: { ...config.ropeScaling } } : {}),
+  };
+}
+
+/** Builds the native model. Temporary JS handles are released; the model keeps the weights. */
+export function assembleModel(source: ModelSource, options: AssembleOptions = {}): AssembledModel {
+  const c = source.config;
+  const formats = new Map<string, FormatName>();
+  const handles: AddonQTensor[] = [];
+  const matrix = (name: string, rows: number, cols: number) => {
+    const [t, format] = matrixTensor(source, name, rows, cols, options);
+    handles.push(t);
+    formats.set(name, format);
+    return t;
+  };
+  try {
+    const qDim = c.nHeads * c.headDim, kvDim = c.nKvHeads * c.headDim;
+    const shapes: Record<AddonLinearName, [number, number]> = {
+      wq: [qDim, c.dim], wk: [kvDim, c.dim], wv: [kvDim, c.dim], wo: [c.dim, qDim],
+      gate: [c.hiddenDim, c.dim], up: [c.hiddenDim, c.dim], down: [c.dim, c.hiddenDim],
+    };
+    const embedding = matrix(EMBED_TOKENS, c.vocabSize, c.dim);
+    const output = c.tiedEmbeddings || !source.tensors.has(LM_HEAD) ? embedding : matrix(LM_HEAD, c.vocabSize, c.dim);
+    const layers: AddonLayerWeights[] = [];
+    for (let l = 0; l < c.nLayers; l++) {
+      const layer = {
+        attnNorm: vector(source, layerTensorName(l, 'input_layernorm'), c.dim),
+        ffnNorm: vector(source, layerTensorName(l, 'post_attention_layernorm'), c.dim),
+      } as AddonLayerWeights;
+      for (const [key, role] of LINEAR_ROLES) layer[key] = matrix(layerTensorName(l, role), ...shapes[key]);
+      layers.push(layer);
+    }
+    const finalNorm = vector(source, FINAL_NORM, c.dim);
+    const AddonModelClass = binding().AddonModel;
+    const native = callNative(() => new AddonModelClass(nativeConfig(c), { embedding, output, finalNorm, layers }, options.activations ?? 'int8'));
+    let parameters = 0;
+    for (const name of formats.keys()) parameters += source.tensors.get(name)!.shape.reduce((a, b) => a * b, 1);
+    return { native, formats, parameters };
+  } finally {
+    for (const t of handles) t.dispose();
+  }
+}

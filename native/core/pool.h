@@ -1,0 +1,53 @@
+// A persistent thread pool for data-parallel loops. One job runs at a time (callers from several
+// threads are serialised); the calling thread works on the job too. Workers spin briefly after a
+// job before sleeping, because a decode step issues hundreds of short jobs back to back.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace lb {
+
+class thread_pool {
+ public:
+  // The process-wide pool (created on first use, never destroyed before exit).
+  static thread_pool &global();
+
+  // Runs task(i) for every i in [0, n_tasks) on at most `threads` threads, the caller included,
+  // and returns when all are done. The first exception thrown by a task is rethrown here.
+  void run(int64_t n_tasks, int threads, const std::function<void(int64_t)> &task);
+
+  ~thread_pool();
+
+ private:
+  thread_pool() = default;
+  void ensure_workers(int n);
+  void worker_main(int index);
+  void work_on_job();
+
+  std::mutex run_mutex_;  // serialises run()
+  std::mutex mutex_;      // guards the fields below and the wake-up
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  std::vector<std::thread> workers_;
+  bool stop_ = false;
+
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> active_{0};      // workers still on the current job
+  std::atomic<int64_t> next_{0};    // next task index
+  int64_t n_tasks_ = 0;
+  int wanted_workers_ = 0;          // workers [0, wanted) take part in the current job
+  const std::function<void(int64_t)> *task_ = nullptr;
+  std::exception_ptr error_;
+};
+
+// Default thread count: the physical cores this process may use.
+int default_threads();
+
+}  // namespace lb

@@ -1,0 +1,88 @@
+// QTensor storage, shape checks, views and dequantization.
+#include "qtensor.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+
+namespace lb {
+
+aligned_buffer::aligned_buffer(size_t bytes) : size_(bytes) {
+  const size_t total = (bytes + kPadding + kAlign - 1) / kAlign * kAlign;
+  data_ = static_cast<uint8_t *>(std::aligned_alloc(kAlign, total));
+  if (!data_) throw std::bad_alloc();
+  std::memset(data_ + bytes, 0, total - bytes);
+}
+
+aligned_buffer::~aligned_buffer() { std::free(data_); }
+
+size_t qtensor::bytes() const {
+  size_t n = (size_t)rows * row_stride();
+  if (traits(fmt).quantized) n += (size_t)rows * n_groups() * sizeof(float);
+  return n;
+}
+
+// Largest tensor we accept: 2^40 bytes of codes, far above any model yet far below overflow.
+static constexpr int64_t kMaxTensorBytes = int64_t(1) << 40;
+
+std::string qtensor_check_shape(format f, int64_t rows, int64_t cols, int64_t group) {
+  if (!format_valid(f)) return "unknown format";
+  if (rows < 1 || cols < 1) return "rows and cols must be at least 1";
+  if (cols > kMaxTensorBytes || rows > kMaxTensorBytes / (int64_t)row_bytes(f, cols) ||
+      rows > kMaxTensorBytes / cols)
+    return "rows x cols is too large (limit 2^40 bytes)";
+  if (!traits(f).quantized) return group == 0 ? "" : "float formats have no scale groups";
+  if (group < 0 || group % 32 != 0) return "group must be 0 (one scale per row) or a multiple of 32";
+  // SIMD kernels need every 4-column lane inside one group; a group that is not a multiple of
+  // 64 would split the last, partial chunk of a row unless that chunk is 32 columns.
+  if (group % 64 != 0 && cols % 32 != 0)
+    return "a group that is not a multiple of 64 needs cols to be a multiple of 32";
+  return "";
+}
+
+qtensor qtensor_alloc(format f, int64_t rows, int64_t cols, int64_t group) {
+  std::string problem = qtensor_check_shape(f, rows, cols, group);
+  if (!problem.empty()) throw std::invalid_argument(problem);
+  qtensor t;
+  t.fmt = f;
+  t.rows = rows;
+  t.cols = cols;
+  t.group = group;
+  t.data = std::make_shared<aligned_buffer>((size_t)rows * row_bytes(f, cols));
+  if (traits(f).quantized)
+    t.scales = std::make_shared<aligned_buffer>((size_t)rows * t.n_groups() * sizeof(float));
+  return t;
+}
+
+qtensor qtensor_view(const qtensor &base, int64_t row_begin, int64_t row_count) {
+  if (row_begin < 0 || row_count < 1 || row_begin + row_count > base.rows)
+    throw std::out_of_range("view rows out of range");
+  qtensor v = base;
+  v.row0 = base.row0 + row_begin;
+  v.rows = row_count;
+  return v;
+}
+
+void qtensor_dequantize(const qtensor &t, int64_t r0, int64_t r1, float *out) {
+  const format_traits &tr = traits(t.fmt);
+  const int64_t cols = t.cols;
+  uint8_t *codes = tr.quantized ? new uint8_t[cols] : nullptr;
+  for (int64_t r = r0; r < r1; r++, out += cols) {
+    const uint8_t *src = t.row(r);
+    if (t.fmt == FORMAT_F32) {
+      std::memcpy(out, src, cols * sizeof(float));
+    } else if (t.fmt == FORMAT_F16) {
+      const uint16_t *h = reinterpret_cast<const uint16_t *>(src);
+      for (int64_t j = 0; j < cols; j++) out[j] = f16_to_f32(h[j]);
+    } else {
+      unpack_row(t.fmt, src, cols, codes);
+      const float *d = t.row_scales(r);
+      const int64_t g = t.group ? t.group : cols;
+      for (int64_t j = 0; j < cols; j++) out[j] = d[j / g] * ((float)codes[j] + tr.offset);
+    }
+  }
+  delete[] codes;
+}
+
+}  // namespace lb

@@ -1,0 +1,67 @@
+// QTensor: a rows x cols weight matrix in one format — packed codes plus per-row (or per-group)
+// scales, or plain f32/f16 values. Storage is reference counted so a view can alias the rows of
+// another tensor (SHARP reuses a reference layer's weights without a copy).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "formats.h"
+
+namespace lb {
+
+// A 64-byte aligned byte buffer with 64 readable bytes of zero padding after its end, so SIMD
+// kernels may load a whole vector at the last row's tail.
+class aligned_buffer {
+ public:
+  explicit aligned_buffer(size_t bytes);
+  ~aligned_buffer();
+  aligned_buffer(const aligned_buffer &) = delete;
+  aligned_buffer &operator=(const aligned_buffer &) = delete;
+  uint8_t *data() { return data_; }
+  const uint8_t *data() const { return data_; }
+  size_t size() const { return size_; }
+
+  static constexpr size_t kAlign = 64;
+  static constexpr size_t kPadding = 64;
+
+ private:
+  uint8_t *data_;
+  size_t size_;
+};
+
+struct qtensor {
+  format fmt = FORMAT_F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t group = 0;  // columns per scale; 0 = one scale per row
+  std::shared_ptr<aligned_buffer> data;    // packed rows (or floats), starting at row `row0`
+  std::shared_ptr<aligned_buffer> scales;  // float [rows][groups_per_row]; null for float formats
+  int64_t row0 = 0;                        // first row of this view within the buffers
+
+  size_t row_stride() const { return row_bytes(fmt, cols); }
+  int64_t n_groups() const { return groups_per_row(cols, group); }
+  const uint8_t *row(int64_t r) const { return data->data() + (size_t)(row0 + r) * row_stride(); }
+  uint8_t *row(int64_t r) { return data->data() + (size_t)(row0 + r) * row_stride(); }
+  const float *row_scales(int64_t r) const {
+    return reinterpret_cast<const float *>(scales->data()) + (row0 + r) * n_groups();
+  }
+  float *row_scales(int64_t r) {
+    return reinterpret_cast<float *>(scales->data()) + (row0 + r) * n_groups();
+  }
+  // Bytes this tensor's own rows occupy (codes + scales), what a file stores for it.
+  size_t bytes() const;
+};
+
+// Throws std::invalid_argument / std::length_error with a message on bad shapes.
+qtensor qtensor_alloc(format f, int64_t rows, int64_t cols, int64_t group);
+qtensor qtensor_view(const qtensor &base, int64_t row_begin, int64_t row_count);
+
+// Validates a (rows, cols, group) triple for format f; returns an empty string when fine.
+std::string qtensor_check_shape(format f, int64_t rows, int64_t cols, int64_t group);
+
+// Dequantize rows [r0, r1) into out (row-major, (r1 - r0) x cols floats).
+void qtensor_dequantize(const qtensor &t, int64_t r0, int64_t r1, float *out);
+
+}  // namespace lb

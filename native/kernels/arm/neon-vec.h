@@ -1,0 +1,95 @@
+// NEON vector traits for simd-gemm.h, shared by neon.cpp (baseline ARMv8-A) and neon-dotprod.cpp
+// (ARMv8.2-A dot product). Codes are at most 15, so they are valid s8 operands and the signed
+// dot product serves u8 codes x s8 activations.
+#pragma once
+
+#include <arm_neon.h>
+
+#include <type_traits>
+
+#include "../simd-gemm.h"
+
+namespace lb {
+
+// Without SDOT: products are accumulated per byte in 16 bits across the fields of a load
+// (at most 8 * 15 * 127 < 2^15) and folded to 32-bit lanes of 4 bytes once per load.
+struct neon_acc16 {
+  int16x8_t lo, hi;
+};
+
+template <bool DOTPROD>
+struct VecNeon {
+  static constexpr int kBytes = 16;
+  static constexpr int kGemmRows = 2, kGemmVecs = 2;
+  using Codes = uint8x16_t;
+  using Acc = std::conditional_t<DOTPROD, int32x4_t, neon_acc16>;
+  using Fv = float32x4_t;
+
+  static Codes load(const uint8_t *p) { return vld1q_u8(p); }
+  template <int W, int K>
+  static Codes field(Codes v) {
+    if constexpr (K == 0) return vandq_u8(v, vdupq_n_u8((1 << W) - 1));
+    else if constexpr (W * (K + 1) == 8) return vshrq_n_u8(v, W * K);  // top field: no mask
+    else return vandq_u8(vshrq_n_u8(v, W * K), vdupq_n_u8((1 << W) - 1));
+  }
+  static Acc acc_zero() {
+    if constexpr (DOTPROD) return vdupq_n_s32(0);
+    else return {vdupq_n_s16(0), vdupq_n_s16(0)};
+  }
+  static Acc dot(Acc acc, Codes c, const int8_t *x) {
+    const int8x16_t xv = vld1q_s8(x), cv = vreinterpretq_s8_u8(c);
+#if defined(__ARM_FEATURE_DOTPROD)
+    if constexpr (DOTPROD) return vdotq_s32(acc, cv, xv);
+#endif
+    if constexpr (!DOTPROD)
+      return {vmlal_s8(acc.lo, vget_low_s8(cv), vget_low_s8(xv)), vmlal_high_s8(acc.hi, cv, xv)};
+  }
+  static int32x4_t lanes(Acc acc) {
+    if constexpr (DOTPROD) return acc;
+    else return vpaddq_s32(vpaddlq_s16(acc.lo), vpaddlq_s16(acc.hi));
+  }
+  static Fv f_zero() { return vdupq_n_f32(0); }
+  static Fv f_scale(Acc acc, const float *s, Fv f) { return vfmaq_f32(f, vcvtq_f32_s32(lanes(acc)), vld1q_f32(s)); }
+  static Fv f_scale_by(Acc acc, const float *s, float g, Fv f) {
+    return vfmaq_f32(f, vcvtq_f32_s32(lanes(acc)), vmulq_n_f32(vld1q_f32(s), g));
+  }
+  static Fv f_add_scaled(Fv part, float g, Fv f) { return vfmaq_n_f32(f, part, g); }
+  static Fv f_codes(Codes c, const float *x, Fv f) {
+    const uint16x8_t lo = vmovl_u8(vget_low_u8(c)), hi = vmovl_high_u8(c);
+    f = vfmaq_f32(f, vcvtq_f32_u32(vmovl_u16(vget_low_u16(lo))), vld1q_f32(x));
+    f = vfmaq_f32(f, vcvtq_f32_u32(vmovl_high_u16(lo)), vld1q_f32(x + 4));
+    f = vfmaq_f32(f, vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi))), vld1q_f32(x + 8));
+    return vfmaq_f32(f, vcvtq_f32_u32(vmovl_high_u16(hi)), vld1q_f32(x + 12));
+  }
+  static Fv f_rows(const float *w, const float *x, int64_t n, Fv f) {
+    Fv a1 = vdupq_n_f32(0), a2 = a1, a3 = a1;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      f = vfmaq_f32(f, vld1q_f32(w + i), vld1q_f32(x + i));
+      a1 = vfmaq_f32(a1, vld1q_f32(w + i + 4), vld1q_f32(x + i + 4));
+      a2 = vfmaq_f32(a2, vld1q_f32(w + i + 8), vld1q_f32(x + i + 8));
+      a3 = vfmaq_f32(a3, vld1q_f32(w + i + 12), vld1q_f32(x + i + 12));
+    }
+    for (; i + 4 <= n; i += 4) f = vfmaq_f32(f, vld1q_f32(w + i), vld1q_f32(x + i));
+    float t = 0;
+    for (; i < n; i++) t += w[i] * x[i];
+    return vaddq_f32(vaddq_f32(vaddq_f32(f, a1), vaddq_f32(a2, a3)), vsetq_lane_f32(t, vdupq_n_f32(0), 0));
+  }
+  static Fv f_rows_f16(const uint16_t *w, const float *x, int64_t n, Fv f) {
+    Fv a1 = vdupq_n_f32(0);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(w + i));
+      f = vfmaq_f32(f, vcvt_f32_f16(vget_low_f16(h)), vld1q_f32(x + i));
+      a1 = vfmaq_f32(a1, vcvt_high_f32_f16(h), vld1q_f32(x + i + 4));
+    }
+    float t = 0;
+    for (; i < n; i++) t += f16_to_f32(w[i]) * x[i];
+    return vaddq_f32(vaddq_f32(f, a1), vsetq_lane_f32(t, vdupq_n_f32(0), 0));
+  }
+  static float hsum(Fv f) { return vaddvq_f32(f); }
+  static Codes bxor(Codes a, Codes b) { return veorq_u8(a, b); }
+  static uint64_t low64(Codes a) { return vgetq_lane_u64(vreinterpretq_u64_u8(a), 0); }
+};
+
+}  // namespace lb

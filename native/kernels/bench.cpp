@@ -1,0 +1,59 @@
+// Timing loops for bench/kernels: a native streaming read (the bandwidth the kernels are measured
+// against) and repeated matmuls, both on the thread pool, so no JS overhead enters the numbers.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+
+#include "../core/pool.h"
+#include "kernels.h"
+
+namespace lb {
+
+namespace {
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+double measure_read_seconds(size_t bytes, int threads, double min_seconds, const kernel_table &k) {
+  const size_t per = std::max<size_t>(bytes / threads / 4096 * 4096, 4096);  // each thread's share
+  aligned_buffer buf(per * threads);
+  std::memset(buf.data(), 1, per * threads);  // fault every page in before timing
+  std::atomic<uint64_t> sink{0};  // keeps the reads from being optimised away
+  auto pass = [&] {
+    thread_pool::global().run(threads, threads, [&](int64_t t) {
+      sink.fetch_xor(k.read_bytes(buf.data() + t * per, per), std::memory_order_relaxed);
+    });
+  };
+  pass();  // warm up (and fill caches for the cache-resident measurement)
+  int passes = 0;
+  const double t0 = now();
+  double t1 = t0;
+  while (passes < 3 || t1 - t0 < min_seconds) {
+    pass();
+    passes++;
+    t1 = now();
+  }
+  return (t1 - t0) / passes;  // per pass over per * threads bytes
+}
+
+double measure_matmul_seconds(const std::vector<const qtensor *> &ws, const float *x, int64_t n, act_mode mode,
+                              int threads, double min_seconds, const kernel_table &k) {
+  int64_t rows = 0;
+  for (const qtensor *w : ws) rows = std::max(rows, w->rows);
+  std::unique_ptr<float[]> y(new float[n * rows]);
+  matmul(*ws[0], x, n, y.get(), mode, threads, k);  // warm up
+  size_t calls = 0;
+  const double t0 = now();
+  double t1 = t0;
+  while (calls < ws.size() || t1 - t0 < min_seconds) {
+    matmul(*ws[calls % ws.size()], x, n, y.get(), mode, threads, k);
+    calls++;
+    t1 = now();
+  }
+  return (t1 - t0) / calls;
+}
+
+}  // namespace lb

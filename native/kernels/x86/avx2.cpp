@@ -1,0 +1,100 @@
+// AVX2 kernels (Haswell and later: AVX2, FMA, F16C). Fields are extracted with shift and mask;
+// products use VPMADDUBSW (u8 x s8 -> s16 pairs) summed in 16 bits across the fields of a load —
+// at most 8 * 2 * 15 * 127 < 2^15, so nothing saturates — and widened once per load with
+// VPMADDWD. Matches kernels/ref/ref.cpp.
+#include <immintrin.h>
+
+#include "../simd-gemm.h"
+
+namespace lb {
+namespace {
+
+struct VecAvx2 {
+  static constexpr int kBytes = 32;
+  static constexpr int kGemmRows = 2, kGemmVecs = 2;
+  using Codes = __m256i;
+  using Acc = __m256i;  // 16-bit partial sums; f_scale widens them to 32-bit lanes
+  using Fv = __m256;
+
+  static Codes load(const uint8_t *p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)); }
+  template <int W, int K>
+  static Codes field(Codes v) {
+    const __m256i mask = _mm256_set1_epi8((char)((1 << W) - 1));
+    if constexpr (K == 0) return _mm256_and_si256(v, mask);
+    else return _mm256_and_si256(_mm256_srli_epi16(v, W * K), mask);
+  }
+  static Acc acc_zero() { return _mm256_setzero_si256(); }
+  static Acc dot(Acc acc, Codes c, const int8_t *x) {
+    return _mm256_add_epi16(acc, _mm256_maddubs_epi16(c, load(reinterpret_cast<const uint8_t *>(x))));
+  }
+  static Fv f_zero() { return _mm256_setzero_ps(); }
+  static __m256 widen(Acc acc) { return _mm256_cvtepi32_ps(_mm256_madd_epi16(acc, _mm256_set1_epi16(1))); }
+  static Fv f_scale(Acc acc, const float *s, Fv f) { return _mm256_fmadd_ps(widen(acc), _mm256_loadu_ps(s), f); }
+  static Fv f_scale_by(Acc acc, const float *s, float g, Fv f) {
+    return _mm256_fmadd_ps(widen(acc), _mm256_mul_ps(_mm256_loadu_ps(s), _mm256_set1_ps(g)), f);
+  }
+  static Fv f_add_scaled(Fv part, float g, Fv f) { return _mm256_fmadd_ps(part, _mm256_set1_ps(g), f); }
+  static Fv f_codes(Codes c, const float *x, Fv f) {
+    const __m128i lo = _mm256_castsi256_si128(c), hi = _mm256_extracti128_si256(c, 1);
+    f = _mm256_fmadd_ps(to_float(lo), _mm256_loadu_ps(x), f);
+    f = _mm256_fmadd_ps(to_float(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), f);
+    f = _mm256_fmadd_ps(to_float(hi), _mm256_loadu_ps(x + 16), f);
+    return _mm256_fmadd_ps(to_float(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), f);
+  }
+  static Fv f_rows(const float *w, const float *x, int64_t n, Fv f) {
+    Fv a1 = _mm256_setzero_ps(), a2 = a1, a3 = a1;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      f = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), f);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) f = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), f);
+    f = _mm256_add_ps(_mm256_add_ps(f, a1), _mm256_add_ps(a2, a3));
+    return add_tail(f, i, n, [&](int64_t j) { return w[j]; }, x);
+  }
+  static Fv f_rows_f16(const uint16_t *w, const float *x, int64_t n, Fv f) {
+    Fv a1 = _mm256_setzero_ps(), a2 = a1, a3 = a1;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      f = _mm256_fmadd_ps(half(w + i), _mm256_loadu_ps(x + i), f);
+      a1 = _mm256_fmadd_ps(half(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+      a2 = _mm256_fmadd_ps(half(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+      a3 = _mm256_fmadd_ps(half(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) f = _mm256_fmadd_ps(half(w + i), _mm256_loadu_ps(x + i), f);
+    f = _mm256_add_ps(_mm256_add_ps(f, a1), _mm256_add_ps(a2, a3));
+    return add_tail(f, i, n, [&](int64_t j) { return f16_to_f32(w[j]); }, x);
+  }
+  static float hsum(Fv f) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static Codes bxor(Codes a, Codes b) { return _mm256_xor_si256(a, b); }
+  static uint64_t low64(Codes a) { return (uint64_t)_mm_cvtsi128_si64(_mm256_castsi256_si128(a)); }
+
+ private:
+  static __m256 to_float(__m128i bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)); }
+  static __m256 half(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+  }
+  // The last n - i (< 8) columns, scalar, folded into lane 0.
+  template <class Get>
+  static Fv add_tail(Fv f, int64_t i, int64_t n, Get get, const float *x) {
+    float t = 0;
+    for (; i < n; i++) t += get(i) * x[i];
+    return _mm256_add_ps(f, _mm256_setr_ps(t, 0, 0, 0, 0, 0, 0, 0));
+  }
+};
+
+}  // namespace
+
+const kernel_table &kernels_avx2() {
+  static const kernel_table table = simd::make_table<VecAvx2>(ISA_AVX2);
+  return table;
+}
+
+}  // namespace lb

@@ -1,0 +1,102 @@
+// AVX-512 kernels (Ice Lake / Zen 4 class: F, BW, VL, DQ, VNNI, VBMI, GFNI). Fields are
+// extracted with one GFNI affine byte transform each and multiplied with VPDPBUSD
+// (u8 codes x s8 activations, four products per 32-bit lane). Matches kernels/ref/ref.cpp.
+#include <immintrin.h>
+
+#include "../simd-gemm.h"
+
+namespace lb {
+namespace {
+
+// GF(2) matrix for gf2p8affine that moves bits [W*K, W*K + W) of every byte to bits [0, W):
+// output bit i is the parity of (matrix byte 7-i AND input byte).
+constexpr long long field_matrix(int w, int k) {
+  unsigned long long m = 0;
+  for (int i = 0; i < w; i++) m |= (unsigned long long)(1u << (w * k + i)) << (8 * (7 - i));
+  return (long long)m;
+}
+
+struct VecAvx512 {
+  static constexpr int kBytes = 64;
+  static constexpr int kGemmRows = 2, kGemmVecs = 4;
+  using Codes = __m512i;
+  using Acc = __m512i;
+  using Fv = __m512;
+
+  static Codes load(const uint8_t *p) { return _mm512_loadu_si512(p); }
+  template <int W, int K>
+  static Codes field(Codes v) {
+    if constexpr (K == 0)
+      return _mm512_and_si512(v, _mm512_set1_epi8((char)((1 << W) - 1)));
+    else
+      return _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64(field_matrix(W, K)), 0);
+  }
+  static Acc acc_zero() { return _mm512_setzero_si512(); }
+  static Acc dot(Acc acc, Codes c, const int8_t *x) {
+    return _mm512_dpbusd_epi32(acc, c, _mm512_loadu_si512(x));
+  }
+  static Fv f_zero() { return _mm512_setzero_ps(); }
+  static Fv f_scale(Acc acc, const float *s, Fv f) {
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(s), f);
+  }
+  static Fv f_scale_by(Acc acc, const float *s, float g, Fv f) {
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(_mm512_loadu_ps(s), _mm512_set1_ps(g)), f);
+  }
+  static Fv f_add_scaled(Fv part, float g, Fv f) { return _mm512_fmadd_ps(part, _mm512_set1_ps(g), f); }
+  static Fv f_codes(Codes c, const float *x, Fv f) {
+    f = _mm512_fmadd_ps(to_float(_mm512_extracti32x4_epi32(c, 0)), _mm512_loadu_ps(x), f);
+    f = _mm512_fmadd_ps(to_float(_mm512_extracti32x4_epi32(c, 1)), _mm512_loadu_ps(x + 16), f);
+    f = _mm512_fmadd_ps(to_float(_mm512_extracti32x4_epi32(c, 2)), _mm512_loadu_ps(x + 32), f);
+    return _mm512_fmadd_ps(to_float(_mm512_extracti32x4_epi32(c, 3)), _mm512_loadu_ps(x + 48), f);
+  }
+  // Four independent accumulators hide the FMA latency on long rows.
+  static Fv f_rows(const float *w, const float *x, int64_t n, Fv f) {
+    Fv a1 = _mm512_setzero_ps(), a2 = a1, a3 = a1;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+      f = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), f);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 32), _mm512_loadu_ps(x + i + 32), a2);
+      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 48), _mm512_loadu_ps(x + i + 48), a3);
+    }
+    for (; i < n; i += 16) {
+      const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+      f = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + i), _mm512_maskz_loadu_ps(m, x + i), f);
+    }
+    return _mm512_add_ps(_mm512_add_ps(f, a1), _mm512_add_ps(a2, a3));
+  }
+  static Fv f_rows_f16(const uint16_t *w, const float *x, int64_t n, Fv f) {
+    Fv a1 = _mm512_setzero_ps(), a2 = a1, a3 = a1;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+      f = _mm512_fmadd_ps(half(w + i), _mm512_loadu_ps(x + i), f);
+      a1 = _mm512_fmadd_ps(half(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+      a2 = _mm512_fmadd_ps(half(w + i + 32), _mm512_loadu_ps(x + i + 32), a2);
+      a3 = _mm512_fmadd_ps(half(w + i + 48), _mm512_loadu_ps(x + i + 48), a3);
+    }
+    for (; i < n; i += 16) {
+      const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+      const __m512 wv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + i));
+      f = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + i), f);
+    }
+    return _mm512_add_ps(_mm512_add_ps(f, a1), _mm512_add_ps(a2, a3));
+  }
+  static float hsum(Fv f) { return _mm512_reduce_add_ps(f); }
+  static Codes bxor(Codes a, Codes b) { return _mm512_xor_si512(a, b); }
+  static uint64_t low64(Codes a) { return (uint64_t)_mm_cvtsi128_si64(_mm512_castsi512_si128(a)); }
+
+ private:
+  static __m512 to_float(__m128i bytes) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)); }
+  static __m512 half(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+  }
+};
+
+}  // namespace
+
+const kernel_table &kernels_avx512() {
+  static const kernel_table table = simd::make_table<VecAvx512>(ISA_AVX512);
+  return table;
+}
+
+}  // namespace lb

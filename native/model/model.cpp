@@ -1,0 +1,293 @@
+// Llama forward pass (see model.h).
+#include "model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "../core/pool.h"
+
+namespace lb {
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+namespace {
+
+std::string check_tensor(const qtensor &t, int64_t rows, int64_t cols, const std::string &name) {
+  if (!t.data) return name + " is missing";
+  if (t.rows != rows || t.cols != cols)
+    return name + " has shape [" + std::to_string(t.rows) + ", " + std::to_string(t.cols) + "], expected [" +
+           std::to_string(rows) + ", " + std::to_string(cols) + "]";
+  return "";
+}
+
+std::string check_linear(const linear &l, int64_t rows, int64_t cols, const std::string &name) {
+  std::string e = check_tensor(l.w, rows, cols, name);
+  if (!e.empty() || l.recovery.empty()) return e;
+  const int64_t rank = l.recovery.a.rows;
+  if (traits(l.recovery.a.fmt).quantized || traits(l.recovery.b.fmt).quantized)
+    return name + " recovery matrices must be f32 or f16";
+  e = check_tensor(l.recovery.a, rank, cols, name + ".lora_a");
+  return e.empty() ? check_tensor(l.recovery.b, rows, rank, name + ".lora_b") : e;
+}
+
+std::string check_vector(const std::vector<float> &v, size_t n, const std::string &name) {
+  if (v.size() != n) return name + " has " + std::to_string(v.size()) + " values, expected " + std::to_string(n);
+  for (float x : v)
+    if (!std::isfinite(x)) return name + " holds a value that is not finite";
+  return "";
+}
+
+}  // namespace
+
+std::string model_validate(const model &m) {
+  const model_config &c = m.config;
+  if (c.dim < 1 || c.hidden_dim < 1 || c.n_layers < 1 || c.n_heads < 1 || c.n_kv_heads < 1 || c.head_dim < 1 ||
+      c.vocab_size < 1 || c.max_seq_len < 1)
+    return "config: every size must be at least 1";
+  if (c.n_heads % c.n_kv_heads != 0) return "config: n_heads must be a multiple of n_kv_heads";
+  if (c.head_dim % 2 != 0) return "config: head_dim must be even (RoPE rotates pairs)";
+  if (!(c.norm_eps > 0) || !(c.rope_theta > 0)) return "config: norm_eps and rope_theta must be positive";
+  if ((int)m.weights.layers.size() != c.n_layers) return "config: layer count does not match the weights";
+  const int64_t q_dim = (int64_t)c.n_heads * c.head_dim, kv_dim = (int64_t)c.n_kv_heads * c.head_dim;
+  std::string e = check_tensor(m.weights.embedding, c.vocab_size, c.dim, "token embedding");
+  if (e.empty()) e = check_tensor(m.weights.output, c.vocab_size, c.dim, "output");
+  if (e.empty()) e = check_vector(m.weights.final_norm, c.dim, "final norm");
+  for (int l = 0; l < c.n_layers && e.empty(); l++) {
+    const layer_weights &w = m.weights.layers[l];
+    const std::string p = "layer " + std::to_string(l) + " ";
+    e = check_vector(w.attn_norm, c.dim, p + "attention norm");
+    if (e.empty()) e = check_vector(w.ffn_norm, c.dim, p + "ffn norm");
+    if (e.empty()) e = check_linear(w.wq, q_dim, c.dim, p + "q_proj");
+    if (e.empty()) e = check_linear(w.wk, kv_dim, c.dim, p + "k_proj");
+    if (e.empty()) e = check_linear(w.wv, kv_dim, c.dim, p + "v_proj");
+    if (e.empty()) e = check_linear(w.wo, c.dim, q_dim, p + "o_proj");
+    if (e.empty()) e = check_linear(w.gate, c.hidden_dim, c.dim, p + "gate_proj");
+    if (e.empty()) e = check_linear(w.up, c.hidden_dim, c.dim, p + "up_proj");
+    if (e.empty()) e = check_linear(w.down, c.dim, c.hidden_dim, p + "down_proj");
+  }
+  return e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Context
+
+void context_init(context &c, const model &m, int n_ctx, kv_type kv, int threads) {
+  c.m = &m;
+  c.n_ctx = n_ctx;
+  c.kv = kv;
+  c.threads = threads;
+  c.pos = 0;
+  c.tokens.clear();
+  const size_t kv_dim = (size_t)m.config.n_kv_heads * m.config.head_dim;
+  const size_t bytes = (size_t)m.config.n_layers * n_ctx * kv_dim * (kv == KV_F16 ? 2 : 4);
+  c.k_cache.assign(bytes, 0);
+  c.v_cache.assign(bytes, 0);
+}
+
+void context_truncate(context &c, int keep) {
+  keep = std::max(0, std::min(keep, c.pos));
+  c.pos = keep;
+  c.tokens.resize(keep);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks
+
+namespace {
+
+// y (n x rows) = x (n x cols) W^T, plus SHARP's low-rank recovery B (A x) when present.
+void apply(const context &c, const linear &l, const float *x, int n, float *y, std::vector<float> &scratch) {
+  matmul(l.w, x, n, y, c.m->activations, c.threads, active_kernels());
+  if (l.recovery.empty()) return;
+  const int64_t rank = l.recovery.a.rows, rows = l.w.rows;
+  scratch.resize((size_t)n * rank + (size_t)n * rows);
+  float *ax = scratch.data(), *bax = ax + (size_t)n * rank;
+  matmul(l.recovery.a, x, n, ax, ACT_F32, c.threads, active_kernels());
+  matmul(l.recovery.b, ax, n, bax, ACT_F32, c.threads, active_kernels());
+  for (size_t i = 0; i < (size_t)n * rows; i++) y[i] += bax[i];
+}
+
+void rmsnorm(const float *x, const float *weight, int dim, float eps, float *out) {
+  double ss = 0;
+  for (int i = 0; i < dim; i++) ss += (double)x[i] * x[i];
+  const float scale = 1.0f / std::sqrt((float)(ss / dim) + eps);
+  for (int i = 0; i < dim; i++) out[i] = weight[i] * (scale * x[i]);
+}
+
+// Inverse frequency of each rotated pair, with Llama-3 scaling when configured
+// (Meta's apply_scaling: long wavelengths divided by factor, a smooth blend in between).
+std::vector<float> rope_frequencies(const model_config &c) {
+  std::vector<float> f(c.head_dim / 2);
+  for (int i = 0; i < c.head_dim / 2; i++) {
+    float freq = 1.0f / std::pow(c.rope_theta, (float)(2 * i) / (float)c.head_dim);
+    if (c.rope_factor > 0) {
+      const float low_wavelen = c.rope_original_max_pos / c.rope_low_freq_factor;
+      const float high_wavelen = c.rope_original_max_pos / c.rope_high_freq_factor;
+      const float wavelen = 2.0f * (float)M_PI / freq;
+      if (wavelen > low_wavelen) {
+        freq /= c.rope_factor;
+      } else if (wavelen >= high_wavelen) {
+        const float smooth = (c.rope_original_max_pos / wavelen - c.rope_low_freq_factor) /
+                             (c.rope_high_freq_factor - c.rope_low_freq_factor);
+        freq = (1 - smooth) * freq / c.rope_factor + smooth * freq;
+      }
+    }
+    f[i] = freq;
+  }
+  return f;
+}
+
+// Rotates each head of v (n_heads x head_dim) by the angles of position pos.
+void rope(float *v, int n_heads, const model_config &c, const std::vector<float> &freqs, int pos) {
+  const int half = c.head_dim / 2;
+  for (int i = 0; i < half; i++) {
+    const float angle = (float)pos * freqs[i];
+    const float cs = std::cos(angle), sn = std::sin(angle);
+    for (int h = 0; h < n_heads; h++) {
+      float *head = v + (size_t)h * c.head_dim;
+      const int a = c.rope == ROPE_INTERLEAVED ? 2 * i : i;
+      const int b = c.rope == ROPE_INTERLEAVED ? 2 * i + 1 : i + half;
+      const float x0 = head[a], x1 = head[b];
+      head[a] = x0 * cs - x1 * sn;
+      head[b] = x0 * sn + x1 * cs;
+    }
+  }
+}
+
+inline float kv_load(const uint8_t *base, kv_type t, size_t i) {
+  if (t == KV_F16) return f16_to_f32(reinterpret_cast<const uint16_t *>(base)[i]);
+  return reinterpret_cast<const float *>(base)[i];
+}
+
+inline void kv_store(uint8_t *base, kv_type t, size_t i, float v) {
+  if (t == KV_F16) reinterpret_cast<uint16_t *>(base)[i] = f32_to_f16(v);
+  else reinterpret_cast<float *>(base)[i] = v;
+}
+
+// Per-call scratch, sized for n tokens.
+struct buffers {
+  std::vector<float> x, xb, q, k, v, att_out, proj, gate, up, scratch;
+  buffers(const model_config &c, int n) {
+    const size_t q_dim = (size_t)c.n_heads * c.head_dim, kv_dim = (size_t)c.n_kv_heads * c.head_dim;
+    x.resize((size_t)n * c.dim);
+    xb.resize((size_t)n * std::max<size_t>(c.dim, q_dim));
+    q.resize(n * q_dim);
+    k.resize(n * kv_dim);
+    v.resize(n * kv_dim);
+    att_out.resize(n * q_dim);
+    proj.resize((size_t)n * c.dim);
+    gate.resize((size_t)n * c.hidden_dim);
+    up.resize((size_t)n * c.hidden_dim);
+  }
+};
+
+// Causal grouped-query attention of the n new tokens over the cache, one task per (token, head).
+void attention(context &c, int layer, int n, buffers &b) {
+  const model_config &cfg = c.m->config;
+  const int hd = cfg.head_dim, group = cfg.n_heads / cfg.n_kv_heads;
+  const size_t kv_dim = (size_t)cfg.n_kv_heads * hd, q_dim = (size_t)cfg.n_heads * hd;
+  const size_t layer_off = (size_t)layer * c.n_ctx * kv_dim * (c.kv == KV_F16 ? 2 : 4);
+  const uint8_t *kc = c.k_cache.data() + layer_off, *vc = c.v_cache.data() + layer_off;
+  const float sqrt_hd = std::sqrt((float)hd);
+  thread_pool::global().run((int64_t)n * cfg.n_heads, c.threads, [&](int64_t task) {
+    const int t = (int)(task / cfg.n_heads), h = (int)(task % cfg.n_heads), kvh = h / group;
+    const int last = c.pos + t;  // this token's position: it sees 0 .. last
+    const float *q = b.q.data() + t * q_dim + (size_t)h * hd;
+    static thread_local std::vector<float> att;  // scores over positions, per worker thread
+    att.resize(last + 1);
+    float max_score = -INFINITY;
+    for (int p = 0; p <= last; p++) {
+      const size_t base = (size_t)p * kv_dim + (size_t)kvh * hd;
+      float s = 0;
+      for (int i = 0; i < hd; i++) s += q[i] * kv_load(kc, c.kv, base + i);
+      att[p] = s / sqrt_hd;
+      max_score = std::max(max_score, att[p]);
+    }
+    float sum = 0;
+    for (int p = 0; p <= last; p++) sum += (att[p] = std::exp(att[p] - max_score));
+    float *out = b.att_out.data() + t * q_dim + (size_t)h * hd;
+    std::fill(out, out + hd, 0.0f);
+    for (int p = 0; p <= last; p++) {
+      const float a = att[p] / sum;
+      const size_t base = (size_t)p * kv_dim + (size_t)kvh * hd;
+      for (int i = 0; i < hd; i++) out[i] += a * kv_load(vc, c.kv, base + i);
+    }
+  });
+}
+
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+void check_abort(const context &c) {
+  if (c.abort && c.abort->load(std::memory_order_relaxed)) throw std::runtime_error("aborted");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_logits) {
+  const model &m = *c.m;
+  const model_config &cfg = m.config;
+  if (n < 1) throw std::invalid_argument("no tokens to evaluate");
+  if (c.pos + n > c.n_ctx)
+    throw std::length_error("context is full: " + std::to_string(c.pos) + " + " + std::to_string(n) +
+                            " tokens exceed its " + std::to_string(c.n_ctx) + " positions");
+  for (int t = 0; t < n; t++)
+    if (tokens[t] < 0 || tokens[t] >= cfg.vocab_size)
+      throw std::out_of_range("token " + std::to_string(tokens[t]) + " is outside the vocabulary (size " +
+                              std::to_string(cfg.vocab_size) + ")");
+  const std::vector<float> freqs = rope_frequencies(cfg);
+  const int dim = cfg.dim, hd = cfg.head_dim;
+  const size_t q_dim = (size_t)cfg.n_heads * hd, kv_dim = (size_t)cfg.n_kv_heads * hd;
+  buffers b(cfg, n);
+
+  // token embeddings
+  for (int t = 0; t < n; t++) qtensor_dequantize(m.weights.embedding, tokens[t], tokens[t] + 1, &b.x[(size_t)t * dim]);
+
+  for (int l = 0; l < cfg.n_layers; l++) {
+    check_abort(c);
+    const layer_weights &w = m.weights.layers[l];
+    // attention rmsnorm, then q, k, v for every new token
+    for (int t = 0; t < n; t++) rmsnorm(&b.x[(size_t)t * dim], w.attn_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)t * dim]);
+    apply(c, w.wq, b.xb.data(), n, b.q.data(), b.scratch);
+    apply(c, w.wk, b.xb.data(), n, b.k.data(), b.scratch);
+    apply(c, w.wv, b.xb.data(), n, b.v.data(), b.scratch);
+    // RoPE on q and k, then k and v into the cache at their positions
+    const size_t layer_off = (size_t)l * c.n_ctx * kv_dim;
+    for (int t = 0; t < n; t++) {
+      rope(&b.q[t * q_dim], cfg.n_heads, cfg, freqs, c.pos + t);
+      rope(&b.k[t * kv_dim], cfg.n_kv_heads, cfg, freqs, c.pos + t);
+      for (size_t i = 0; i < kv_dim; i++) {
+        const size_t at = layer_off + (size_t)(c.pos + t) * kv_dim + i;
+        kv_store(c.k_cache.data(), c.kv, at, b.k[t * kv_dim + i]);
+        kv_store(c.v_cache.data(), c.kv, at, b.v[t * kv_dim + i]);
+      }
+    }
+    attention(c, l, n, b);
+    // output projection and residual
+    apply(c, w.wo, b.att_out.data(), n, b.proj.data(), b.scratch);
+    for (size_t i = 0; i < (size_t)n * dim; i++) b.x[i] += b.proj[i];
+    // ffn rmsnorm, SwiGLU: down(silu(gate(x)) * up(x)), residual
+    for (int t = 0; t < n; t++) rmsnorm(&b.x[(size_t)t * dim], w.ffn_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)t * dim]);
+    apply(c, w.gate, b.xb.data(), n, b.gate.data(), b.scratch);
+    apply(c, w.up, b.xb.data(), n, b.up.data(), b.scratch);
+    for (size_t i = 0; i < (size_t)n * cfg.hidden_dim; i++) b.gate[i] = silu(b.gate[i]) * b.up[i];
+    apply(c, w.down, b.gate.data(), n, b.proj.data(), b.scratch);
+    for (size_t i = 0; i < (size_t)n * dim; i++) b.x[i] += b.proj[i];
+  }
+  check_abort(c);
+  c.pos += n;
+  c.tokens.insert(c.tokens.end(), tokens, tokens + n);
+  if (!logits) return;
+  // final rmsnorm and the classifier, for the last token or all of them
+  const int first = all_logits ? 0 : n - 1, count = n - first;
+  for (int t = first; t < n; t++)
+    rmsnorm(&b.x[(size_t)t * dim], m.weights.final_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)(t - first) * dim]);
+  matmul(m.weights.output, b.xb.data(), count, logits, m.activations, c.threads, active_kernels());
+}
+
+}  // namespace lb

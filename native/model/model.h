@@ -1,0 +1,102 @@
+// A Llama-architecture decoder: config, weights (every linear layer a QTensor, in any mix of
+// formats) and a forward pass over the thread pool; a context holds the KV cache of one sequence.
+// Structure after llama2.c's run.c: Config, Weights and State with shapes documented where they
+// live, and one top-to-bottom forward() that reaches kernels only through matmul().
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../core/qtensor.h"
+#include "../kernels/kernels.h"
+
+namespace lb {
+
+enum rope_style : int32_t {
+  ROPE_INTERLEAVED = 0,  // pairs (2i, 2i+1): Meta's checkpoints, llama2.c, GGUF "llama"
+  ROPE_HALF = 1,         // pairs (i, i + head_dim/2): Hugging Face rotate_half
+};
+
+struct model_config {
+  int dim = 0;          // model width
+  int hidden_dim = 0;   // SwiGLU inner width
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;   // grouped-query attention: n_heads / n_kv_heads query heads share one kv head
+  int head_dim = 0;
+  int vocab_size = 0;
+  int max_seq_len = 0;
+  float norm_eps = 1e-5f;
+  float rope_theta = 10000.0f;
+  rope_style rope = ROPE_INTERLEAVED;
+  // Llama-3 frequency scaling (rope_scaling.rope_type == "llama3"); factor 0 = none.
+  float rope_factor = 0, rope_low_freq_factor = 1, rope_high_freq_factor = 4;
+  int rope_original_max_pos = 8192;
+};
+
+// y = W x + B (A x): SHARP's low-rank recovery on a (possibly shared) weight; A (rank x in),
+// B (out x rank), both float. Empty when rank == 0.
+struct low_rank {
+  qtensor a, b;
+  bool empty() const { return !a.data; }
+};
+
+struct linear {
+  qtensor w;
+  low_rank recovery;
+};
+
+struct layer_weights {
+  std::vector<float> attn_norm;  // (dim)
+  std::vector<float> ffn_norm;   // (dim)
+  linear wq;                     // (n_heads * head_dim, dim)
+  linear wk, wv;                 // (n_kv_heads * head_dim, dim)
+  linear wo;                     // (dim, n_heads * head_dim)
+  linear gate, up;               // (hidden_dim, dim)
+  linear down;                   // (dim, hidden_dim)
+};
+
+struct model_weights {
+  qtensor embedding;               // (vocab, dim): rows are looked up
+  std::vector<layer_weights> layers;
+  std::vector<float> final_norm;   // (dim)
+  qtensor output;                  // (vocab, dim); may share the embedding's storage
+};
+
+struct model {
+  model_config config;
+  model_weights weights;
+  act_mode activations = ACT_Q8;  // how quantized layers multiply
+};
+
+// Checks shapes and sizes of every tensor against the config; returns "" or the problem, naming
+// the tensor.
+std::string model_validate(const model &m);
+
+enum kv_type : int32_t { KV_F32 = 0, KV_F16 = 1 };
+
+// One sequence's state: the KV cache and scratch buffers sized for up to `batch` tokens per call.
+struct context {
+  const model *m = nullptr;
+  int n_ctx = 0;               // positions the cache holds
+  kv_type kv = KV_F32;
+  int threads = 1;
+  int pos = 0;                 // next position to fill
+  std::vector<int32_t> tokens; // tokens in the cache, in order
+  std::vector<uint8_t> k_cache, v_cache;  // (layer, n_ctx, n_kv_heads * head_dim) in kv type
+  std::atomic<bool> *abort = nullptr;     // polled between layers
+};
+
+void context_init(context &c, const model &m, int n_ctx, kv_type kv, int threads);
+
+// Runs `n` tokens at positions pos .. pos+n-1 and appends them to the cache. Writes logits of the
+// last token (vocab floats) or of every token (n x vocab) into `logits` when it is non-null.
+// Throws std::runtime_error on bad tokens, a full context or an abort.
+void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_logits);
+
+// Drops cached positions from `keep` on (to reuse a common prefix).
+void context_truncate(context &c, int keep);
+
+}  // namespace lb

@@ -1,0 +1,142 @@
+// Module entry: registers AddonQTensor and the plain functions (cpuInfo, formats, bench probes).
+#include "addon.h"
+
+#include <vector>
+
+#include "../core/cpu.h"
+#include "../core/pool.h"
+#include "../kernels/kernels.h"
+#include "model-wrap.h"
+#include "qtensor-wrap.h"
+
+namespace lb {
+namespace napi {
+
+addon_state &addon_data(Napi::Env env) { return *env.GetInstanceData<addon_state>(); }
+
+Napi::Error make_error(Napi::Env env, const std::string &code, const std::string &message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+void throw_coded(Napi::Env env, const std::string &code, const std::string &message) {
+  throw make_error(env, code, message);
+}
+
+namespace {
+
+const kernel_table &kernels_arg(Napi::Env env, const Napi::Value &v) {
+  if (v.IsUndefined() || v.IsNull()) return guarded(env, [] { return std::cref(active_kernels()); }).get();
+  isa i;
+  if (!v.IsString() || !isa_from_name(v.As<Napi::String>().Utf8Value().c_str(), &i))
+    throw Napi::TypeError::New(env, "isa must be one of ref, avx2, avx512, neon, neon-dotprod");
+  return guarded(env, [&] { return std::cref(kernels_for(i)); }).get();
+}
+
+// cpuInfo() -> { arch, features, physicalCores, logicalCores, isa, isas }
+Napi::Value CpuInfo(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  const cpu_features &c = cpu();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("arch", c.arch);
+  Napi::Object f = Napi::Object::New(env);
+  const std::pair<const char *, bool> flags[] = {
+      {"avx2", c.avx2}, {"fma", c.fma}, {"f16c", c.f16c}, {"bmi2", c.bmi2}, {"avx512f", c.avx512f},
+      {"avx512bw", c.avx512bw}, {"avx512vl", c.avx512vl}, {"avx512dq", c.avx512dq},
+      {"avx512vnni", c.avx512vnni}, {"avx512vbmi", c.avx512vbmi}, {"gfni", c.gfni}, {"neon", c.neon},
+      {"dotprod", c.dotprod}, {"i8mm", c.i8mm}};
+  for (const auto &flag : flags) f.Set(flag.first, flag.second);
+  o.Set("features", f);
+  o.Set("physicalCores", c.physical_cores);
+  o.Set("logicalCores", c.logical_cores);
+  o.Set("defaultThreads", default_threads());
+  o.Set("isa", isa_name(kernels_arg(env, env.Undefined()).id));
+  Napi::Array isas = Napi::Array::New(env);
+  for (int i = 0; i < ISA_COUNT; i++)
+    if (isa_supported((isa)i)) isas.Set(isas.Length(), isa_name((isa)i));
+  o.Set("isas", isas);
+  return o;
+}
+
+// formats() -> [{ name, bitsPerWeight, quantized, codeBits, codes, offset, planeBits }]
+Napi::Value Formats(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Array out = Napi::Array::New(env);
+  for (int i = 0; i < FORMAT_COUNT; i++) {
+    const format_traits &t = traits((format)i);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", t.name);
+    o.Set("bitsPerWeight", t.bits_per_weight);
+    o.Set("quantized", t.quantized);
+    o.Set("codeBits", t.code_bits);
+    o.Set("codes", t.n_codes);
+    o.Set("offset", t.offset);
+    Napi::Array planes = Napi::Array::New(env);
+    for (int p = 0; p < t.n_planes; p++) planes.Set(p, t.plane_bits[p]);
+    o.Set("planeBits", planes);
+    out.Set(i, o);
+  }
+  return out;
+}
+
+int count_arg(Napi::Env env, const Napi::Value &v, const char *name) {
+  if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 1)
+    throw Napi::RangeError::New(env, std::string(name) + " must be a positive number");
+  return v.As<Napi::Number>().Int32Value();
+}
+
+// measureRead(bytes, threads, minSeconds, isa?) -> seconds per pass (bench/kernels)
+Napi::Value MeasureRead(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  const double bytes = info[0].As<Napi::Number>().DoubleValue();
+  const int threads = count_arg(env, info[1], "threads");
+  const double min_seconds = info[2].As<Napi::Number>().DoubleValue();
+  const kernel_table &k = kernels_arg(env, info[3]);
+  return Napi::Number::New(env, guarded(env, [&] { return measure_read_seconds((size_t)bytes, threads, min_seconds, k); }));
+}
+
+// measureMatmul(tensors[], x, n, threads, act, minSeconds, isa?) -> seconds per matmul
+Napi::Value MeasureMatmul(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Array list = info[0].As<Napi::Array>();
+  std::vector<const qtensor *> ws;
+  for (uint32_t i = 0; i < list.Length(); i++) ws.push_back(&AddonQTensor::From(env, list.Get(i)));
+  if (ws.empty()) throw Napi::RangeError::New(env, "no tensors");
+  Napi::Float32Array x = info[1].As<Napi::Float32Array>();
+  const int n = count_arg(env, info[2], "n"), threads = count_arg(env, info[3], "threads");
+  for (const qtensor *w : ws)
+    if (x.ElementLength() != (size_t)(n * w->cols)) throw Napi::RangeError::New(env, "x must hold n * cols values");
+  const act_mode act = info[4].As<Napi::String>().Utf8Value() == "f32" ? ACT_F32 : ACT_Q8;
+  const double min_seconds = info[5].As<Napi::Number>().DoubleValue();
+  const kernel_table &k = kernels_arg(env, info[6]);
+  return Napi::Number::New(
+      env, guarded(env, [&] { return measure_matmul_seconds(ws, x.Data(), n, act, threads, min_seconds, k); }));
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto *state = new addon_state();
+  state->qtensor_ctor = Napi::Persistent(AddonQTensor::Define(env));
+  state->model_ctor = Napi::Persistent(AddonModel::Define(env));
+  state->context_ctor = Napi::Persistent(AddonContext::Define(env));
+  state->sampler_ctor = Napi::Persistent(AddonSampler::Define(env));
+  env.SetInstanceData<addon_state>(state);
+  exports.Set("AddonQTensor", state->qtensor_ctor.Value());
+  exports.Set("AddonModel", state->model_ctor.Value());
+  exports.Set("AddonContext", state->context_ctor.Value());
+  exports.Set("AddonSampler", state->sampler_ctor.Value());
+  exports.Set("cpuInfo", Napi::Function::New<CpuInfo>(env, "cpuInfo"));
+  exports.Set("formats", Napi::Function::New<Formats>(env, "formats"));
+  exports.Set("measureRead", Napi::Function::New<MeasureRead>(env, "measureRead"));
+  exports.Set("measureMatmul", Napi::Function::New<MeasureMatmul>(env, "measureMatmul"));
+  return exports;
+}
+
+}  // namespace napi
+}  // namespace lb
+
+static Napi::Object InitLowbit(Napi::Env env, Napi::Object exports) { return lb::napi::Init(env, exports); }
+
+NODE_API_MODULE(lowbit, InitLowbit)

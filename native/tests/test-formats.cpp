@@ -1,0 +1,93 @@
+// Packing round trips, the documented byte layout, and half-precision conversions.
+#include <cstring>
+
+#include "../core/formats.h"
+#include "harness.h"
+
+using namespace lb;
+
+static const int64_t kCols[] = {1, 2, 3, 7, 8, 31, 32, 33, 44, 63, 64, 65, 100, 127, 128,
+                                129, 172, 255, 256, 257, 511, 512, 513, 576, 1000};
+
+static std::vector<uint8_t> random_codes(lbtest::rng &r, const format_traits &t, int64_t n) {
+  std::vector<uint8_t> c(n);
+  for (auto &v : c) v = (uint8_t)r.below(t.n_codes);
+  return c;
+}
+
+TEST(pack_unpack_round_trip) {
+  lbtest::rng r(1);
+  for (int f = FORMAT_B1; f < FORMAT_COUNT; f++) {
+    const format_traits &t = traits((format)f);
+    for (int64_t cols : kCols) {
+      std::vector<uint8_t> codes = random_codes(r, t, cols), back(cols);
+      std::vector<uint8_t> packed(row_bytes((format)f, cols));
+      pack_row((format)f, codes.data(), cols, packed.data());
+      unpack_row((format)f, packed.data(), cols, back.data());
+      CHECK_MSG(codes == back, std::string(t.name) + " cols " + std::to_string(cols));
+      CHECK(packed.size() == (size_t)((cols * t.code_bits + 7) / 8) || f == FORMAT_B3);
+    }
+  }
+}
+
+// The layout spelled out independently of plane_slot(): a 64-column chunk of width w puts column
+// j + 8w*k in field k of byte j; a last chunk of T columns uses stride B = ceil(T*w/8).
+static std::vector<uint8_t> plane_by_rule(const std::vector<uint8_t> &vals, int w) {
+  const int64_t cols = (int64_t)vals.size();
+  std::vector<uint8_t> out;
+  for (int64_t start = 0; start < cols; start += 64) {
+    const int64_t T = std::min<int64_t>(64, cols - start), B = (T * w + 7) / 8;
+    for (int64_t j = 0; j < B; j++) {
+      uint8_t byte = 0;
+      for (int k = 0; k < 8 / w; k++)
+        if (j + B * k < T) byte |= (uint8_t)(vals[start + j + B * k] << (w * k));
+      out.push_back(byte);
+    }
+  }
+  return out;
+}
+
+TEST(layout_matches_documented_rule) {
+  lbtest::rng r(2);
+  for (int f = FORMAT_B1; f < FORMAT_COUNT; f++) {
+    const format_traits &t = traits((format)f);
+    for (int64_t cols : kCols) {
+      std::vector<uint8_t> codes = random_codes(r, t, cols);
+      std::vector<uint8_t> packed(row_bytes((format)f, cols)), expect;
+      pack_row((format)f, codes.data(), cols, packed.data());
+      int low = 0;
+      for (int p = 0; p < t.n_planes; p++) {
+        std::vector<uint8_t> vals(cols);
+        for (int64_t j = 0; j < cols; j++) vals[j] = (codes[j] >> low) & ((1 << t.plane_bits[p]) - 1);
+        std::vector<uint8_t> plane = plane_by_rule(vals, t.plane_bits[p]);
+        expect.insert(expect.end(), plane.begin(), plane.end());
+        low += t.plane_bits[p];
+      }
+      CHECK_MSG(packed == expect, std::string(t.name) + " cols " + std::to_string(cols));
+    }
+  }
+  // One hand-written example: b2, 64 columns, byte 0 holds columns 0, 16, 32, 48.
+  std::vector<uint8_t> codes(64, 0), packed(16);
+  codes[0] = 1, codes[16] = 2, codes[32] = 3, codes[48] = 1;
+  pack_row(FORMAT_B2, codes.data(), 64, packed.data());
+  CHECK(packed[0] == (1 | 2 << 2 | 3 << 4 | 1 << 6));
+}
+
+TEST(half_conversions) {
+  CHECK(f32_to_f16(1.0f) == 0x3c00);
+  CHECK(f32_to_f16(-2.0f) == 0xc000);
+  CHECK(f32_to_f16(65504.0f) == 0x7bff);
+  CHECK(f32_to_f16(65520.0f) == 0x7c00);           // rounds to infinity
+  CHECK(f32_to_f16(5.9604645e-8f) == 0x0001);      // smallest subnormal
+  CHECK(f32_to_f16(1.0f + 1.0f / 2048) == 0x3c00); // tie to even
+  CHECK(f32_to_f16(1.0f + 3.0f / 2048) == 0x3c02); // tie to even, upwards
+  CHECK(f32_to_bf16(1.0f + 1.0f / 256) == 0x3f80); // tie to even
+  CHECK(f32_to_bf16(1.0f + 3.0f / 256) == 0x3f82);
+  int bad = 0;
+  for (uint32_t h = 0; h < 65536; h++) {
+    const float f16 = f16_to_f32((uint16_t)h), b16 = bf16_to_f32((uint16_t)h);
+    if (!std::isnan(f16) && f32_to_f16(f16) != h) bad++;
+    if (!std::isnan(b16) && f32_to_bf16(b16) != h) bad++;
+  }
+  CHECK_MSG(bad == 0, std::to_string(bad) + " half values do not round trip");
+}

@@ -1,0 +1,188 @@
+// Every kernel of every ISA this CPU runs, every format, odd shapes: against the scalar reference
+// (same int8 activations, so only float summation order differs) and against a float64 product
+// of the dequantized weights (within the activation-quantization bound computed here).
+#include <algorithm>
+#include <cstring>
+
+#include "../core/pool.h"
+#include "../core/quantize.h"
+#include "../kernels/kernels.h"
+#include "harness.h"
+
+using namespace lb;
+
+namespace {
+
+const int64_t kCols[] = {1, 3, 31, 32, 33, 63, 64, 65, 100, 172, 255, 256, 257, 500, 512, 513, 1000, 1152};
+const int64_t kRowsVecs[][2] = {{1, 1}, {4, 1}, {5, 1}, {13, 1}, {3, 2}, {5, 3}, {9, 5}, {4, 8}};
+
+struct problem {
+  qtensor w;
+  std::vector<float> dense;  // dequantized weights
+  std::vector<float> x;      // n x cols
+  int64_t n;
+};
+
+problem make_problem(lbtest::rng &r, format f, int64_t rows, int64_t cols, int64_t n, int64_t group) {
+  problem p;
+  p.n = n;
+  std::vector<float> w(rows * cols);
+  for (auto &v : w) v = r.normal();
+  p.w = qtensor_alloc(f, rows, cols, group);
+  if (traits(f).quantized) {
+    quantize_rows(p.w, w.data(), 0, rows, METHOD_RTN, SOURCE_F32);
+  } else {
+    for (int64_t i = 0; i < rows; i++) {
+      for (int64_t j = 0; j < cols; j++) {
+        const float v = w[i * cols + j];
+        if (f == FORMAT_F32) std::memcpy(p.w.row(i) + 4 * j, &v, 4);
+        else { const uint16_t h = f32_to_f16(v); std::memcpy(p.w.row(i) + 2 * j, &h, 2); }
+      }
+    }
+  }
+  p.dense.resize(rows * cols);
+  qtensor_dequantize(p.w, 0, rows, p.dense.data());
+  p.x.resize(n * cols);
+  for (auto &v : p.x) v = r.normal() * (r.below(40) == 0 ? 20.0f : 1.0f);  // activation outliers
+  return p;
+}
+
+// Worst |got - want| / bound over all outputs, where bound(v, r) is the allowed error.
+template <class Bound>
+double worst_ratio(const problem &p, const std::vector<float> &got, const std::vector<double> &want, Bound bound) {
+  double worst = 0;
+  for (int64_t v = 0; v < p.n; v++)
+    for (int64_t r = 0; r < p.w.rows; r++) {
+      const double err = std::fabs(got[v * p.w.rows + r] - want[v * p.w.rows + r]);
+      worst = std::max(worst, err / bound(v, r));
+    }
+  return worst;
+}
+
+struct references {
+  std::vector<double> exact;     // float64 product with the dequantized weights
+  // Scale of float rounding errors: sum |x| * d * (c - o), the size of the partial sums kernels
+  // form before the offset term cancels part of them (sum |w||x| for float weights).
+  std::vector<double> abs_dot;
+  std::vector<double> act_error; // sum |w| * (half an int8 step of the activation's chunk)
+};
+
+references make_references(const problem &p) {
+  const int64_t rows = p.w.rows, cols = p.w.cols;
+  references ref;
+  ref.exact.assign(p.n * rows, 0);
+  ref.abs_dot.assign(p.n * rows, 0);
+  ref.act_error.assign(p.n * rows, 0);
+  for (int64_t v = 0; v < p.n; v++) {
+    const float *x = &p.x[v * cols];
+    std::vector<double> half_step(cols);
+    for (int64_t c0 = 0; c0 < cols; c0 += 64) {
+      float amax = 0;
+      for (int64_t j = c0; j < std::min(cols, c0 + 64); j++) amax = std::max(amax, std::fabs(x[j]));
+      for (int64_t j = c0; j < std::min(cols, c0 + 64); j++) half_step[j] = amax / 127.0 / 2;
+    }
+    const format_traits &t = traits(p.w.fmt);
+    std::vector<uint8_t> codes(cols);
+    for (int64_t r = 0; r < rows; r++) {
+      if (t.quantized) unpack_row(p.w.fmt, p.w.row(r), cols, codes.data());
+      double e = 0, a = 0, q = 0;
+      for (int64_t j = 0; j < cols; j++) {
+        const double wj = p.dense[r * cols + j];
+        const double size = t.quantized ? p.w.row_scales(r)[p.w.group ? j / p.w.group : 0] * (codes[j] - t.offset)
+                                        : std::fabs(wj);
+        e += wj * x[j], a += size * std::fabs(x[j]), q += std::fabs(wj) * half_step[j];
+      }
+      ref.exact[v * rows + r] = e, ref.abs_dot[v * rows + r] = a, ref.act_error[v * rows + r] = q;
+    }
+  }
+  return ref;
+}
+
+std::string describe(const kernel_table &k, format f, int64_t rows, int64_t cols, int64_t n, int64_t group) {
+  return std::string(isa_name(k.id)) + " " + traits(f).name + " " + std::to_string(rows) + "x" +
+         std::to_string(cols) + " n=" + std::to_string(n) + " group=" + std::to_string(group);
+}
+
+void check_kernels(const kernel_table &k, format f, int64_t group, lbtest::rng &r) {
+  for (int64_t cols : kCols) {
+    if (!qtensor_check_shape(f, 1, cols, group).empty()) continue;
+    for (auto &rv : kRowsVecs) {
+      const int64_t rows = rv[0], n = rv[1];
+      problem p = make_problem(r, f, rows, cols, n, group);
+      references ref = make_references(p);
+      std::vector<float> y(n * rows), y_ref(n * rows);
+      const std::string what = describe(k, f, rows, cols, n, group);
+      if (traits(f).quantized) {
+        matmul(p.w, p.x.data(), n, y.data(), ACT_Q8, 2, k);
+        matmul(p.w, p.x.data(), n, y_ref.data(), ACT_Q8, 1, kernels_ref());
+        std::vector<double> yr(y_ref.begin(), y_ref.end());
+        const double vs_ref = worst_ratio(p, y, yr, [&](int64_t v, int64_t i) { return 2e-6 * ref.abs_dot[v * rows + i] + 1e-6; });
+        CHECK_MSG(vs_ref <= 1, what + " int8 path vs reference: " + std::to_string(vs_ref));
+        const double vs_exact = worst_ratio(p, y_ref, ref.exact, [&](int64_t v, int64_t i) {
+          return 1.001 * ref.act_error[v * rows + i] + 1e-6 * ref.abs_dot[v * rows + i] + 1e-6;
+        });
+        CHECK_MSG(vs_exact <= 1, what + " reference int8 path vs float64: " + std::to_string(vs_exact));
+      }
+      matmul(p.w, p.x.data(), n, y.data(), ACT_F32, 2, k);
+      const double vs_exact = worst_ratio(p, y, ref.exact, [&](int64_t v, int64_t i) { return 2e-6 * ref.abs_dot[v * rows + i] + 1e-6; });
+      CHECK_MSG(vs_exact <= 1, what + " float path vs float64: " + std::to_string(vs_exact));
+    }
+  }
+}
+
+template <class Fn>
+void for_each_isa(Fn fn) {
+  for (int i = 0; i < ISA_COUNT; i++)
+    if (isa_supported((isa)i)) fn(kernels_for((isa)i));
+}
+
+}  // namespace
+
+TEST(matmul_every_isa_format_shape) {
+  lbtest::rng r(7);
+  for_each_isa([&](const kernel_table &k) {
+    for (int f = 0; f < FORMAT_COUNT; f++) check_kernels(k, (format)f, 0, r);
+  });
+}
+
+TEST(matmul_scale_groups) {
+  lbtest::rng r(8);
+  for_each_isa([&](const kernel_table &k) {
+    for (int f = FORMAT_B1; f < FORMAT_COUNT; f++)
+      for (int64_t group : {32, 64, 256, 512, 1024}) check_kernels(k, (format)f, group, r);
+  });
+}
+
+TEST(matmul_threads_agree) {
+  lbtest::rng r(9);
+  problem p = make_problem(r, FORMAT_B2, 203, 1152, 3, 0);
+  std::vector<float> one(3 * 203), many(3 * 203);
+  matmul(p.w, p.x.data(), 3, one.data(), ACT_Q8, 1, active_kernels());
+  for (int threads : {2, 3, 8}) {
+    matmul(p.w, p.x.data(), 3, many.data(), ACT_Q8, threads, active_kernels());
+    CHECK_MSG(one == many, "threads=" + std::to_string(threads));  // rows are independent: bit equal
+  }
+}
+
+TEST(matmul_on_views) {
+  lbtest::rng r(10);
+  problem p = make_problem(r, FORMAT_B3, 12, 200, 1, 0);
+  qtensor v = qtensor_view(p.w, 5, 4);
+  std::vector<float> all(12), part(4);
+  matmul(p.w, p.x.data(), 1, all.data(), ACT_Q8, 1, active_kernels());
+  matmul(v, p.x.data(), 1, part.data(), ACT_Q8, 1, active_kernels());
+  for (int i = 0; i < 4; i++) CHECK(part[i] == all[5 + i]);
+}
+
+TEST(thread_pool_runs_every_task_and_rethrows) {
+  std::vector<int> hits(1000, 0);
+  thread_pool::global().run(1000, 4, [&](int64_t i) { hits[i]++; });
+  CHECK(std::count(hits.begin(), hits.end(), 1) == 1000);
+  bool thrown = false;
+  try {
+    thread_pool::global().run(100, 4, [&](int64_t i) { if (i == 57) throw std::runtime_error("task 57"); });
+  } catch (const std::runtime_error &e) {
+    thrown = std::string(e.what()) == "task 57";
+  }
+  CHECK(thrown);
+}
