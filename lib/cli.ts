@@ -1,16 +1,25 @@
 #!/usr/bin/env node
 /**
- * The `lowbit` command: run | tokenize | info. Scripts depend on this contract: `run` writes only
- * the generated text to stdout, streaming, and one summary line to stderr.
+ * The `lowbit` command: run | tokenize | info | quantize | eval | synth. Scripts depend on this
+ * contract: `run` writes only the generated text to stdout, streaming, and one summary line to
+ * stderr; `eval` prints one JSON object to stdout; `quantize` and `synth` draw a progress bar on
+ * stderr when it is a terminal and end with one summary line there. Every failure is one line
+ * `lowbit: <message>` on stderr and exit code 1.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
+import { ProgressBar } from './convert/progress';
+import { quantizeModel } from './convert/quantize';
+import { SYNTH_SHAPE_NAMES, synthModel } from './convert/synth';
 import { LowbitError } from './errors';
+import { evaluateText } from './eval';
 import { detectContainer, openModel } from './io';
-import { loadModel } from './model/model';
+import { type LowbitFileDescription, describeLowbitFile } from './io/lowbit-format';
+import { loadModel, type LowbitModel } from './model/model';
 import { loadTokenizer, type Tokenizer } from './tokenizer';
+import { LOWBIT_VERSION } from './version';
 
 const USAGE = `Usage:
   lowbit run [model] --prompt TEXT [--max-tokens N] [--temperature T] [--seed S] [--tokenizer FILE]
@@ -20,7 +29,17 @@ const USAGE = `Usage:
   lowbit tokenize <model-or-tokenizer-file> --text TEXT [--bos]
       Prints the token ids as a JSON array.
   lowbit info <model> [--json]
-      Prints the model's config and tensor formats.
+      Prints the model's config and tensor formats (for lowbit files also the recipe and bytes per kind).
+  lowbit quantize <in> <out> --bits 1|1.58|2|3|4 [--method exact|rtn|mse] [--group G]
+             [--tensor-bits 'mlp.down=4,attn.*=3,*=2'] [--embeddings f16|f32] [--tokenizer FILE] [--threads N]
+      Writes one lowbit file. --method exact (default) packs ParetoQ checkpoints exactly, in their own
+      precision (fake-quantized weights, or latent weights + weight_clip_val); rtn and mse quantize float models.
+  lowbit eval <model> --text FILE [--ref MODEL] [--ctx N] [--activations f32|int8] [--threads N]
+      Prints JSON: perplexity with ParetoQ's protocol (no BOS, non-overlapping blocks of ctx tokens,
+      default min(1024, trained context)); with --ref also KL(ref || model) and top-1 agreement.
+      Activations default to f32 (ParetoQ's numbers are with 16-bit activations).
+  lowbit synth --shape ${SYNTH_SHAPE_NAMES.join('|')} --bits B --out FILE [--seed S] [--tokenizer FILE]
+      Writes a random model in lowbit's format with weights on the ParetoQ grid.
   lowbit --version | --help`;
 
 /** The demo model: in the package (installed from the tarball) or in ../shared (this repository). */
@@ -113,14 +132,31 @@ async function tokenize(args: string[]): Promise<void> {
   process.stdout.write(`${JSON.stringify(tokenizer.encode(values.text, { bos: values.bos as boolean }))}\n`);
 }
 
+/** Lines about a lowbit file's recipe and where its bytes go. */
+function lowbitFileLines(file: LowbitFileDescription): string[] {
+  const r = file.recipe, b = file.bytes;
+  const rules = Array.isArray(r.tensorBits) && r.tensorBits.length > 0
+    ? `, tensor bits ${r.tensorBits.map((rule: { pattern?: unknown; bits?: unknown }) => `${String(rule.pattern)}=${String(rule.bits)}`).join(',')}`
+    : '';
+  const kinds = ['attention', 'mlp', 'embeddings', 'head', 'norms', 'tokenizer', 'header'] as const;
+  return [
+    `  lowbit file v${file.version}: ${String(r.tool)} ${String(r.bits)}-bit, method ${String(r.method)}, group ${String(r.group)}` +
+      `, embeddings ${String(r.embeddings)}${rules}`,
+    `  made from ${String(r.source)} by lowbit ${String(r.lowbitVersion)} on ${String(r.date)}` +
+      `${r.seed !== undefined ? `, seed ${String(r.seed)}` : ''}`,
+    `  bytes: ${kinds.map((k) => `${k} ${b[k].toLocaleString('en-US')}`).join(', ')}; total ${b.total.toLocaleString('en-US')}`,
+  ];
+}
+
 async function info(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, { json: { type: 'boolean', default: false } });
   if (positionals.length !== 1) throw new TypeError('info needs one model');
   const model = await loadModel(positionals[0], { contextLength: 2 });
   try {
     const i = model.info;
+    const file = i.container === 'lowbit' ? describeLowbitFile(positionals[0]) : undefined;
     if (values.json) {
-      process.stdout.write(`${JSON.stringify({ ...i, contextLength: undefined, kvCacheBytes: undefined }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ ...i, contextLength: undefined, kvCacheBytes: undefined, ...(file && { lowbit: file }) }, null, 2)}\n`);
       return;
     }
     const c = i.config;
@@ -133,6 +169,7 @@ async function info(args: string[]): Promise<void> {
       `  formats: ${formatsText(i.formats)}`,
       `  tokenizer: ${i.tokenizer.kind}, ${i.tokenizer.vocabSize} ids, bos ${i.tokenizer.bosId}, eos ${i.tokenizer.eosIds.join(' ')}`,
       ...(i.chatFormat ? [`  chat format: ${i.chatFormat}`] : []),
+      ...(file ? lowbitFileLines(file) : []),
       '  tensors:',
       ...Object.entries(i.tensorFormats).map(([name, format]) => `    ${name}: ${format}`),
     ];
@@ -142,7 +179,102 @@ async function info(args: string[]): Promise<void> {
   }
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { run, tokenize, info };
+function stringOption(value: string | boolean | undefined, name: string, command: string, hint: string): string {
+  if (typeof value !== 'string' || value === '') throw new TypeError(`${command} needs --${name} ${hint}`);
+  return value;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(2)} MiB`;
+}
+
+async function quantize(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, {
+    bits: { type: 'string' }, method: { type: 'string' }, group: { type: 'string' }, 'tensor-bits': { type: 'string' },
+    embeddings: { type: 'string' }, tokenizer: { type: 'string' }, threads: { type: 'string' },
+  });
+  if (positionals.length !== 2) throw new TypeError(`quantize needs an input model and an output file, got ${positionals.length} paths`);
+  const [input, output] = positionals;
+  const bar = new ProgressBar(process.stderr, 'quantize');
+  try {
+    const result = await quantizeModel(input, output, {
+      bits: stringOption(values.bits, 'bits', 'quantize', '1|1.58|2|3|4'),
+      method: values.method as 'exact' | undefined,
+      group: numberOption(values.group, 'group'),
+      tensorBits: values['tensor-bits'] as string | undefined,
+      embeddings: values.embeddings as 'f16' | undefined,
+      tokenizer: values.tokenizer as string | undefined,
+      threads: numberOption(values.threads, 'threads'),
+      onProgress: bar.update,
+    });
+    const layers = Object.entries(result.formats).map(([f, n]) => `${n} ${f}`).join(', ');
+    bar.finish(`[lowbit] wrote ${output}: ${mib(result.bytes)} (source weights ${mib(result.sourceWeightBytes)}: ` +
+      `${(result.sourceWeightBytes / result.bytes).toFixed(2)}x); linear layers ${layers}; method ${result.recipe.method}; ` +
+      `${result.seconds.toFixed(1)} s`);
+  } catch (error) {
+    bar.abandon();
+    throw error;
+  }
+}
+
+async function loadForEval(file: string, values: Values): Promise<LowbitModel> {
+  return loadModel(file, {
+    contextLength: 2,  // eval runs every block in its own context
+    threads: numberOption(values.threads, 'threads'),
+    activations: (values.activations as 'f32' | 'int8' | undefined) ?? 'f32',
+  });
+}
+
+async function evaluate(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, {
+    text: { type: 'string' }, ref: { type: 'string' }, ctx: { type: 'string' }, activations: { type: 'string' }, threads: { type: 'string' },
+  });
+  if (positionals.length !== 1) throw new TypeError('eval needs one model');
+  const textFile = stringOption(values.text, 'text', 'eval', 'FILE');
+  let text: string;
+  try {
+    text = fs.readFileSync(textFile, 'utf8');
+  } catch (error) {
+    throw new LowbitError(`cannot read --text ${textFile}: ${(error as Error).message}`, 'LOWBIT_BAD_INPUT', { cause: error });
+  }
+  const model = await loadForEval(positionals[0], values);
+  const ref = values.ref !== undefined ? await loadForEval(stringOption(values.ref, 'ref', 'eval', 'MODEL'), values).catch((error) => {
+    model.dispose();
+    throw error;
+  }) : undefined;
+  try {
+    const result = await evaluateText(model, text, { ctx: numberOption(values.ctx, 'ctx'), ref });
+    const activations = (values.activations as string | undefined) ?? 'f32';
+    process.stdout.write(`${JSON.stringify({ model: positionals[0], ...(ref && { refModel: values.ref }), text: textFile, activations, ...result })}\n`);
+  } finally {
+    model.dispose();
+    ref?.dispose();
+  }
+}
+
+async function synth(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, {
+    shape: { type: 'string' }, bits: { type: 'string' }, out: { type: 'string' }, seed: { type: 'string' }, tokenizer: { type: 'string' },
+  });
+  if (positionals.length > 0) throw new TypeError(`synth takes no positional arguments, got ${positionals.join(' ')}`);
+  const output = stringOption(values.out, 'out', 'synth', 'FILE');
+  const shape = stringOption(values.shape, 'shape', 'synth', SYNTH_SHAPE_NAMES.join('|'));
+  const bits = stringOption(values.bits, 'bits', 'synth', '1|1.58|2|3|4');
+  const bar = new ProgressBar(process.stderr, 'synth');
+  const started = performance.now();
+  try {
+    const bytes = await synthModel(output, {
+      shape, bits, seed: numberOption(values.seed, 'seed'), tokenizer: values.tokenizer as string | undefined,
+      onProgress: bar.update,
+    });
+    bar.finish(`[lowbit] wrote ${output}: ${shape} at ${bits} bits, ${mib(bytes)}, ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  } catch (error) {
+    bar.abandon();
+    throw error;
+  }
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { run, tokenize, info, quantize, eval: evaluate, synth };
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -151,7 +283,7 @@ export async function main(argv: string[]): Promise<number> {
     return command ? 0 : 1;
   }
   if (command === '--version') {
-    process.stdout.write(`${(require('../package.json') as { version: string }).version}\n`);
+    process.stdout.write(`${LOWBIT_VERSION}\n`);
     return 0;
   }
   const handler = COMMANDS[command];

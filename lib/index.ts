@@ -13,3 +13,8 @@ export {
 } from './generate';
 export { type ChatOptions, type LoadModelOptions, loadModel, LowbitModel, type ModelInfo } from './model/model';
 export type { ChatFormat, ChatMessage, Tokenizer } from './tokenizer';
+export { type QuantizeModelOptions, type QuantizeResult, quantizeModel } from './convert/quantize';
+export { type SynthOptions, SYNTH_SHAPE_NAMES, type SynthShapeName, synthModel } from './convert/synth';
+export type { ConvertProgress } from './convert/progress';
+export { type EvaluateOptions, type Evaluation, evaluateText } from './eval';
+export { describeLowbitFile, type LowbitFileDescription, type LowbitRecipe } from './io/lowbit-format';

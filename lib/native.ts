@@ -26,8 +26,9 @@ export interface AddonQTensorInfo {
 export interface AddonQTensor {
   info(): AddonQTensorInfo;
   dequantize(): Float32Array;
-  matmul(x: Float32Array, n: number, threads: number, act: ActivationMode): Promise<Float32Array>;
-  matmulSync(x: Float32Array, n: number, threads: number, act: ActivationMode): Float32Array;
+  /** `isa` picks a kernel set other than the active one (benchmarks). */
+  matmul(x: Float32Array, n: number, threads: number, act: ActivationMode, isa?: IsaName): Promise<Float32Array>;
+  matmulSync(x: Float32Array, n: number, threads: number, act: ActivationMode, isa?: IsaName): Float32Array;
   packed(): Uint8Array;
   scales(): Float32Array | null;
   codes(): Uint8Array;

@@ -35,10 +35,10 @@ function has(cmd) {
   }
 }
 
-run(build('build/tests'), []);
+run(build('build-tests'), []);
 
 if (has('aarch64-linux-gnu-g++') && has('qemu-aarch64')) {
-  const armTests = build('build/tests-arm64', ['-DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake']);
+  const armTests = build('build-tests-arm64', ['-DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake']);
   for (const cpu of ['max', 'cortex-a53']) {
     run('qemu-aarch64', ['-cpu', cpu, '-L', '/usr/aarch64-linux-gnu', armTests]);
   }
@@ -48,4 +48,4 @@ if (has('aarch64-linux-gnu-g++') && has('qemu-aarch64')) {
 } else {
   console.log('note: aarch64 cross compiler or qemu-aarch64 not found; ARM kernels not tested here');
 }
-if (!existsSync(path.join(root, 'build/tests/lowbit_tests'))) process.exit(1);
+if (!existsSync(path.join(root, 'build-tests/lowbit_tests'))) process.exit(1);

@@ -9,12 +9,13 @@ import { ByteCursor } from './cursor';
 import { GGUF_MAGIC, openGguf } from './gguf';
 import { openHfDirectory } from './hf';
 import { LLAMA2C_MAGIC, looksLikeLlama2c, openLlama2c } from './llama2c';
+import { looksLikeLowbit, openLowbitFile } from './lowbit-format';
 import { FileSource } from './source';
 import type { ModelSource } from './types';
 import { looksLikeZip } from './zip';
 
 /** What `detectContainer` recognises. */
-export type DetectedContainer = 'hf-dir' | 'gguf' | 'llama2c' | 'safetensors' | 'pytorch' | 'shard-index';
+export type DetectedContainer = 'hf-dir' | 'gguf' | 'llama2c' | 'safetensors' | 'lowbit' | 'pytorch' | 'shard-index';
 
 /** PyTorch's pre-1.6 (non-zip) files start by pickling this magic number (protocol 2, LONG1). */
 const LEGACY_TORCH_MAGIC = Uint8Array.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19]);
@@ -36,7 +37,7 @@ export function detectContainer(filePath: string): DetectedContainer | undefined
     if (magic === GGUF_MAGIC) return 'gguf';
     if (looksLikeZip(source)) return 'pytorch';
     if (magic === LLAMA2C_MAGIC) return 'llama2c';
-    if (looksLikeSafetensors(source)) return 'safetensors';
+    if (looksLikeSafetensors(source)) return looksLikeLowbit(source) ? 'lowbit' : 'safetensors';
     if (looksLikeLlama2c(source)) return 'llama2c';
     const start = source.read(0, Math.min(source.size, LEGACY_TORCH_MAGIC.length));
     if (LEGACY_TORCH_MAGIC.every((byte, i) => start[i] === byte)) {
@@ -63,8 +64,9 @@ export interface OpenModelOptions {
 }
 
 /**
- * Opens a model: a GGUF file, a llama2.c `.bin`, or a Hugging Face folder (a safetensors or
- * pytorch_model.bin file, or a shard index, opens the folder it sits in, which needs config.json).
+ * Opens a model: a GGUF file, a llama2.c `.bin`, a lowbit file (safetensors with lowbit metadata,
+ * docs/FORMAT.md), or a Hugging Face folder (a safetensors or pytorch_model.bin file, or a shard
+ * index, opens the folder it sits in, which needs config.json).
  * Throws LowbitFormatError for anything it cannot read. Call `close()` on the result.
  */
 export function openModel(modelPath: string, options: OpenModelOptions = {}): ModelSource {
@@ -76,6 +78,8 @@ export function openModel(modelPath: string, options: OpenModelOptions = {}): Mo
       return openGguf(modelPath, options);
     case 'llama2c':
       return openLlama2c(modelPath, options);
+    case 'lowbit':
+      return openLowbitFile(modelPath, options);
     case 'safetensors':
     case 'pytorch':
     case 'shard-index': {
@@ -86,7 +90,7 @@ export function openModel(modelPath: string, options: OpenModelOptions = {}): Mo
       return openHfDirectory(dir, { ...options, weights: modelPath });
     }
     default:
-      throw new LowbitFormatError(modelPath, 'not a model container lowbit reads (GGUF, llama2.c, safetensors, PyTorch zip, Hugging Face folder)');
+      throw new LowbitFormatError(modelPath, 'not a model container lowbit reads (GGUF, llama2.c, lowbit, safetensors, PyTorch zip, Hugging Face folder)');
   }
 }
 
@@ -129,5 +133,11 @@ export { type SafetensorsHeader, SAFETENSORS_DTYPES, openSafetensors, readSafete
 export { openPytorchCheckpoint } from './pytorch';
 export { type HfOptions, openHfDirectory, openWeights, readHfConfig } from './hf';
 export { type GgufMetadataValue, type GgufTensorInput, type GgufTypedValue, ggufTyped, writeGguf } from './gguf-writer';
-export { type SafetensorsTensorInput, writeSafetensors } from './safetensors-writer';
+export {
+  type SafetensorsStreamTensor, type SafetensorsTensorInput, safetensorsLayout, writeSafetensors, writeSafetensorsStream,
+} from './safetensors-writer';
+export {
+  LOWBIT_FORMAT_VERSION, type LowbitFileContent, type LowbitFileDescription, type LowbitRecipe, type LowbitTensorInfo,
+  type LowbitTensorToWrite, type LowbitTokenizer, describeLowbitFile, isLowbitTensor, openLowbitFile, planLowbitFile, writeLowbitFile,
+} from './lowbit-format';
 export { type TensorBytes } from './byte-writer';

@@ -68,11 +68,31 @@ export interface LlamaConfig {
   readonly tiedEmbeddings: boolean;
 }
 
+/**
+ * Kinds of tokenizer file a lowbit file embeds (docs/FORMAT.md): SentencePiece `.model`, tiktoken
+ * rank file, Hugging Face `tokenizer.json`, llama2.c `tokenizer.bin`, or a GGUF file holding only
+ * `tokenizer.*` metadata.
+ */
+export type EmbeddedTokenizerKind = 'sentencepiece' | 'tiktoken' | 'tokenizer.json' | 'llama2c' | 'gguf';
+
+/** A tokenizer file carried inside a model file, with the special ids the model file names. */
+export interface EmbeddedTokenizer {
+  readonly kind: 'embedded';
+  /** Names the bytes in errors, e.g. `model.lowbit (tensor lowbit.tokenizer)`. */
+  readonly file: string;
+  readonly format: EmbeddedTokenizerKind;
+  readonly bytes: Uint8Array;
+  /** Override the ids the tokenizer file names; checked against its vocabulary when loaded. */
+  readonly bosId?: number;
+  readonly eosIds?: readonly number[];
+}
+
 /** Where the tokenizer of a model comes from; turned into a Tokenizer by lib/tokenizer. */
 export type TokenizerSource =
   | { readonly kind: 'file'; readonly path: string }
   | { readonly kind: 'gguf'; readonly metadata: ReadonlyMap<string, GgufValue> }
-  | { readonly kind: 'hf-dir'; readonly dir: string };
+  | { readonly kind: 'hf-dir'; readonly dir: string }
+  | EmbeddedTokenizer;
 
 /** A GGUF metadata value (arrays hold one element type). */
 export type GgufValue = number | bigint | boolean | string | GgufValue[];

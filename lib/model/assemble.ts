@@ -1,13 +1,15 @@
 /**
  * Assembly of a native model from the named tensors a reader hands out: each Llama role becomes a
  * QTensor in the format that holds it without loss — f32/f16 as they are, bf16 widened to f32,
- * GGUF Q4_0 as b4 (groups of 32), TQ1_0/TQ2_0 as t158 (groups of 256), Q8_0 dequantized to f32 —
+ * GGUF Q4_0 as b4 (groups of 32), TQ1_0/TQ2_0 as t158 (groups of 256), Q8_0 dequantized to f32,
+ * lowbit files' packed tensors as they are stored (the native side validates codes and scales) —
  * and float weights that already lie on a ParetoQ grid (fake-quantized checkpoints) are packed into
  * that grid's codes, bit-exact.
  */
 import { LowbitFormatError } from '../errors';
 import { blockCodes, dequantizeToF32, f16ToF32 } from '../io/dtypes';
 import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, layerTensorName, type LayerRole } from '../io/llama';
+import { isLowbitTensor, type LowbitTensorInfo } from '../io/lowbit-format';
 import type { LlamaConfig, ModelSource, TensorInfo } from '../io/types';
 import {
   type ActivationMode, type AddonLayerWeights, type AddonLinearName, type AddonModel, type AddonModelConfig,
@@ -102,12 +104,23 @@ const BLOCK_FORMATS: Record<CodeBlockDType, { format: FormatName; group: number 
   tq2_0: { format: 't158', group: 256 },
 };
 
+/** A lowbit file's packed tensor; bad codes, scales or sizes name the file and the tensor. */
+function packedMatrix(source: ModelSource, info: LowbitTensorInfo, rows: number, cols: number): [AddonQTensor, FormatName] {
+  try {
+    return [callNative(() => binding().AddonQTensor.fromPacked(info.format, rows, cols, info.group, info.read(), info.readScales())), info.format];
+  } catch (error) {
+    if (error instanceof LowbitFormatError) throw error;
+    throw new LowbitFormatError(source.path, `invalid ${info.format} data: ${(error as Error).message}`, info.name, { cause: error });
+  }
+}
+
 /** One weight matrix (rows x cols) of the model as a native QTensor in the format that holds it. */
 export function matrixTensor(source: ModelSource, name: string, rows: number, cols: number, options: AssembleOptions): [AddonQTensor, FormatName] {
   const info = required(source, name);
   if (info.shape.length !== 2 || info.shape[0] !== rows || info.shape[1] !== cols) {
     throw new LowbitFormatError(source.path, `has shape [${info.shape.join(', ')}], expected [${rows}, ${cols}]`, name);
   }
+  if (isLowbitTensor(info)) return packedMatrix(source, info, rows, cols);
   if (info.dtype in BLOCK_FORMATS) {
     const dtype = info.dtype as CodeBlockDType, block = BLOCK_FORMATS[dtype];
     const { codes, scales } = blockCodes(dtype, info.read(), rows * cols);

@@ -2,7 +2,7 @@
  * LowbitModel: a loaded model with its tokenizer and one generation context. Load with
  * `loadModel(path)`; generate with `model.generate(prompt)` (streaming) or `model.complete(prompt)`.
  */
-import { DisposedError } from '../errors';
+import { DisposedError, LowbitFormatError } from '../errors';
 import {
   type GenerateChunk, type GenerateOptions, LowbitGeneration, resolveGenerateOptions,
 } from '../generate';
@@ -222,7 +222,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const source = openModel(path, { tokenizer: o.tokenizer });
   try {
     if (!source.tokenizer) {
-      throw invalidParameter('tokenizer', `a tokenizer file: ${path} has none inside or next to it`, o.tokenizer);
+      throw new LowbitFormatError(path, 'has no tokenizer inside or next to it; pass { tokenizer: <file> }');
     }
     const tokenizer = loadTokenizer(source.tokenizer, { bosId: source.bosId, eosIds: source.eosIds });
     const assembled = assembleModel(source, { detectGrids: o.detectGrids, activations: o.activations });

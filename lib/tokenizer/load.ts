@@ -5,9 +5,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LowbitFormatError } from '../errors';
-import { readGgufMetadata } from '../io/gguf';
-import { FileSource } from '../io/source';
-import type { TokenizerSource } from '../io/types';
+import { readGgufHeader, readGgufMetadata } from '../io/gguf';
+import { BufferSource, FileSource } from '../io/source';
+import type { EmbeddedTokenizer, EmbeddedTokenizerKind, TokenizerSource } from '../io/types';
 import { integerIn, invalidParameter, knownOptions, oneOf, plainObject } from '../validate';
 import { readGgufTokenizer } from './gguf';
 import { readHfSpecialIds, readHfTokenizerJson } from './hf';
@@ -36,7 +36,9 @@ const KNOWN_KINDS = 'llama2.c tokenizer.bin, SentencePiece .model, tiktoken, tok
  *   Hugging Face `tokenizer.json` or a GGUF file, recognised by content, not by name;
  * - `gguf`: the `tokenizer.ggml.*` metadata of a GGUF file;
  * - `hf-dir`: `tokenizer.json` (else `tokenizer.model`) of a Hugging Face model directory, with
- *   BOS/EOS from its tokenizer_config.json and special_tokens_map.json.
+ *   BOS/EOS from its tokenizer_config.json and special_tokens_map.json;
+ * - `embedded`: the bytes of a tokenizer file of a stated kind carried inside a model file, with
+ *   the BOS/EOS ids that model file names.
  *
  * Throws LowbitFormatError (naming the file) for unreadable, truncated or unsupported files.
  */
@@ -51,7 +53,8 @@ export function loadTokenizer(source: TokenizerSource, hints: TokenizerHints = {
 
 function readSource(source: TokenizerSource): LoadedTokenizer {
   if (typeof source !== 'object' || source === null) throw invalidParameter('source', 'a TokenizerSource object', source);
-  const kind = oneOf('source.kind', source.kind, ['file', 'gguf', 'hf-dir']);
+  const kind = oneOf('source.kind', source.kind, ['file', 'gguf', 'hf-dir', 'embedded']);
+  if (kind === 'embedded') return readEmbedded(source as EmbeddedTokenizer);
   if (kind === 'gguf') {
     const { metadata } = source as { metadata: unknown };
     if (!(metadata instanceof Map)) throw invalidParameter('source.metadata', 'a Map of GGUF metadata', metadata);
@@ -65,17 +68,55 @@ function readSource(source: TokenizerSource): LoadedTokenizer {
 function readTokenizerFile(file: string): LoadedTokenizer {
   const bytes = readTokenizerBytes(file);
   if (bytes === 'GGUF') return readGgufTokenizer(readGgufMetadata(file).metadata, file);
+  return readTokenizerContent(file, bytes).loaded;
+}
+
+/** A tokenizer read from the whole content of a file that is not GGUF, and the kind it was recognised as. */
+export interface RecognisedTokenizer {
+  readonly kind: Exclude<EmbeddedTokenizerKind, 'gguf'>;
+  readonly loaded: LoadedTokenizer;
+}
+
+/** Reads the content of a tokenizer file (not GGUF), recognising its kind from its first bytes. */
+export function readTokenizerContent(file: string, bytes: Uint8Array): RecognisedTokenizer {
   const head = Buffer.from(bytes.subarray(0, 256)).toString('latin1');
-  if (/^\s*\{/.test(head) && !head.includes('\0')) return readHfTokenizerJson(file, bytes);
-  if (looksLikeTiktoken(head)) return readTiktoken(file, bytes);
+  if (/^\s*\{/.test(head) && !head.includes('\0')) return { kind: 'tokenizer.json', loaded: readHfTokenizerJson(file, bytes) };
+  if (looksLikeTiktoken(head)) return { kind: 'tiktoken', loaded: readTiktoken(file, bytes) };
   if (bytes[0] === 0x0a) return readSentencePieceOrLlama2c(file, bytes);
-  return readLlama2cOrExplain(file, bytes);
+  return { kind: 'llama2c', loaded: readLlama2cOrExplain(file, bytes) };
+}
+
+/** The reader of each embedded kind: the kind is stated, not guessed. */
+const EMBEDDED_READERS: Readonly<Record<EmbeddedTokenizerKind, (file: string, bytes: Uint8Array) => LoadedTokenizer>> = {
+  sentencepiece: readSentencePieceModel,
+  tiktoken: readTiktoken,
+  'tokenizer.json': readHfTokenizerJson,
+  llama2c: readLlama2cTokenizer,
+  gguf: (file, bytes) => readGgufTokenizer(readGgufHeader(new BufferSource(file, bytes)).metadata, file),
+};
+
+/** An embedded tokenizer; its BOS/EOS ids must be in its vocabulary (a LowbitFormatError otherwise). */
+function readEmbedded(source: EmbeddedTokenizer): LoadedTokenizer {
+  const file = source.file;
+  if (typeof file !== 'string') throw invalidParameter('source.file', 'a name for errors', file);
+  const format = oneOf('source.format', source.format, Object.keys(EMBEDDED_READERS) as EmbeddedTokenizerKind[]);
+  if (!(source.bytes instanceof Uint8Array)) throw invalidParameter('source.bytes', 'a Uint8Array', source.bytes);
+  const loaded = EMBEDDED_READERS[format](file, source.bytes);
+  const inVocabulary = (id: unknown) => Number.isSafeInteger(id) && (id as number) >= 0 && (id as number) < loaded.model.vocabSize;
+  if (source.bosId !== undefined && !inVocabulary(source.bosId)) {
+    throw new LowbitFormatError(file, `${String(source.bosId)} is not an id of the ${loaded.model.vocabSize}-token vocabulary`, 'bosId');
+  }
+  const badEos = source.eosIds?.find((id) => !inVocabulary(id));
+  if (badEos !== undefined) {
+    throw new LowbitFormatError(file, `${String(badEos)} is not an id of the ${loaded.model.vocabSize}-token vocabulary`, 'eosIds');
+  }
+  return { model: loaded.model, bosId: source.bosId ?? loaded.bosId, eosIds: source.eosIds ?? loaded.eosIds };
 }
 
 /**
  * The whole of a tokenizer file, or 'GGUF' for a GGUF file (whose reader reads only the header).
  */
-function readTokenizerBytes(file: string): Uint8Array | 'GGUF' {
+export function readTokenizerBytes(file: string): Uint8Array | 'GGUF' {
   const source = FileSource.open(file);
   try {
     const magic = Buffer.from(source.read(0, Math.min(4, source.size))).toString('latin1');
@@ -88,12 +129,12 @@ function readTokenizerBytes(file: string): Uint8Array | 'GGUF' {
 }
 
 /** A ModelProto starts with 0x0a (field 1, a piece); so does a tokenizer.bin whose max_token_length is 10. */
-function readSentencePieceOrLlama2c(file: string, bytes: Uint8Array): LoadedTokenizer {
+function readSentencePieceOrLlama2c(file: string, bytes: Uint8Array): RecognisedTokenizer {
   try {
-    return readSentencePieceModel(file, bytes);
+    return { kind: 'sentencepiece', loaded: readSentencePieceModel(file, bytes) };
   } catch (error) {
     try {
-      return readLlama2cTokenizer(file, bytes);
+      return { kind: 'llama2c', loaded: readLlama2cTokenizer(file, bytes) };
     } catch {
       throw error; // why it is not a .model, the likelier reading
     }

@@ -1,12 +1,14 @@
 // The kernel table: one row of entry points per instruction set, filled once at start-up from the
 // CPU's features (dispatch.cpp). model/ and napi/ reach kernels only through matmul().
 //
-// Activations reach integer kernels as int8 with one scale per 64-column chunk (the packing
-// chunk of formats.h), so every 32-bit lane of a SIMD accumulator covers columns of one chunk and
-// one scale; the kernel converts the integer sum of each super-chunk (one vector load of a plane)
-// to float and multiplies it by that lane's scale. act_q8 holds the quantized activations once
-// in natural order (for the reference kernel) and, per plane width, permuted so that field k of
-// a loaded weight vector lines up with the activations of its columns.
+// Integer kernels multiply codes by int8 activations. The SIMD kernels keep A integer
+// accumulators per row, each of V/4 32-bit lanes, and sum a whole row in them before any float
+// work; so activations are quantized per *lane class*: class (a, l) holds the columns that feed
+// lane l of accumulator a (super-chunks s with s % A == a, bytes 4l..4l+3 of each load). With A
+// lanes-per-row chosen for about 64 classes, a class spans as many columns as a 64-column block
+// would, and the float work per row is A multiply-adds at the end. The reference kernel reads the
+// same quantized values in natural order (with a scale per column), so SIMD and reference results
+// differ only by float summation order.
 #pragma once
 
 #include <cstdint>
@@ -22,44 +24,59 @@ enum isa : int32_t { ISA_REF = 0, ISA_AVX2, ISA_AVX512, ISA_NEON, ISA_NEON_DOTPR
 const char *isa_name(isa i);
 bool isa_from_name(const char *name, isa *out);
 
-// Plane widths 1, 2 and 4 bits have layouts 0, 1, 2.
+// Plane widths 1, 2 and 4 bits have slots 0, 1, 2.
 inline int width_slot(int w) { return w == 1 ? 0 : w == 2 ? 1 : 2; }
 
-// Activations of n vectors of `cols` values, quantized to int8 per 64-column chunk.
-struct act_q8 {
-  int64_t cols = 0, n = 0, n_chunks = 0, n_segments = 0;
-  std::vector<int8_t> q;          // [n][cols], natural order
-  std::vector<float> chunk_scale; // [n][n_chunks]: x ~= chunk_scale * q
-  std::vector<float> segment_sum; // [n][n_segments]: chunk_scale * sum(q) over each 32 columns
-
-  // Layout of one plane width for vectors of `vector_bytes` (built by prepare_layout).
-  struct layout {
-    int vector_bytes = 0;        // 0 = not built
-    int64_t n_super = 0;         // super-chunks: one vector load of plane bytes each
-    int64_t q_stride = 0;        // int8 values per vector (n_super * fields * vector_bytes)
-    int64_t scale_stride = 0;    // floats per vector (n_super * vector_bytes / 4)
-    std::vector<int8_t> q;       // [n][n_super][field][vector_bytes]
-    std::vector<float> lane_scale;  // [n][n_super][vector_bytes / 4]
-  } layouts[3];
+// How an ISA lays activations out for its kernels: vector bytes V (0 = natural column order, the
+// reference kernels) and accumulators per row A.
+struct act_shape {
+  int vector_bytes = 0;
+  int accs = 1;
+  int field_classes = 1;  // fields with their own classes (kernels that sum each field apart)
+  int lanes() const { return vector_bytes / 4; }
 };
 
-// Quantizes n vectors (row-major, n x cols) into a (layouts are built on demand).
-void act_quantize(const float *x, int64_t n, int64_t cols, act_q8 &a);
-void act_prepare_layout(act_q8 &a, int w, int vector_bytes);
+// Activations of n vectors of `cols` values, quantized to int8 for one plane width.
+struct act_q8_plane {
+  act_shape shape;
+  bool built = false;
+  int64_t n_super = 0;            // vector loads per row of this plane (SIMD layouts)
+  int64_t q_stride = 0;           // int8 values per vector
+  int64_t scale_stride = 0;       // floats per vector
+  std::vector<int8_t> q;          // SIMD: [n][n_super][field][V]; natural: [n][cols]
+  std::vector<float> scale;       // SIMD: [n][A][field classes][V/4] class scales; natural: [n][cols]
+  std::vector<float> scratch;     // one permuted float vector, reused between calls
+};
 
-// Float activations of n vectors, also permuted per plane width for SIMD float kernels.
+struct act_q8 {
+  int64_t cols = 0, n = 0;
+  std::vector<float> segment_sum;  // [n][ceil(cols/32)]: float sums of x, for the offset term
+  act_q8_plane planes[3];
+};
+
+// Float activations, natural order (borrowed) or permuted for SIMD float kernels.
+struct act_f32_plane {
+  bool built = false;
+  int64_t n_super = 0, stride = 0;
+  std::vector<float> x;  // [n][n_super][field][V]
+};
+
 struct act_f32 {
   int64_t cols = 0, n = 0;
-  const float *x = nullptr;        // [n][cols], natural order (borrowed)
-  std::vector<float> segment_sum;  // [n][ceil(cols/32)] sums over each 32 columns
-  struct layout {
-    int vector_bytes = 0;
-    int64_t n_super = 0, stride = 0;
-    std::vector<float> x;  // [n][n_super][field][vector_bytes]
-  } layouts[3];
+  const float *x = nullptr;        // [n][cols]
+  std::vector<float> segment_sum;  // [n][ceil(cols/32)]
+  act_f32_plane planes[3];
 };
-void act_f32_init(const float *x, int64_t n, int64_t cols, act_f32 &a);
-void act_f32_prepare_layout(act_f32 &a, int w, int vector_bytes);
+
+// Sums of x over 32-column segments (both activation kinds carry them).
+void act_segment_sums(const float *x, int64_t n, int64_t cols, std::vector<float> &out);
+// The natural-order (reference) quantization: int8 per contiguous 64 columns.
+void act_quantize_natural(const float *x, int64_t n, int64_t cols, act_q8_plane &out);
+// The same quantized values as a SIMD layout, in natural order (to run the reference kernel on
+// exactly what a SIMD kernel saw).
+void act_layout_to_natural(const act_q8_plane &in, int w, int64_t cols, int64_t n, act_q8_plane &out);
+// Which natural column feeds each position of a SIMD layout (-1: none); cached per shape.
+const std::vector<int32_t> &layout_columns(int64_t cols, int w, int vector_bytes);
 
 // One call computes output rows [r0, r1) for all n vectors: y[v * ldy + r].
 struct gemm_q8_args {
@@ -79,10 +96,13 @@ typedef void (*gemm_f32_fn)(const gemm_f32_args &);
 
 struct kernel_table {
   isa id;
-  int vector_bytes;                     // layout the kernels expect (0 = natural order)
+  act_shape shape;                      // activation layout the kernels read
   gemm_q8_fn gemm_q8[FORMAT_COUNT];     // quantized weights x int8 activations
   gemm_f32_fn gemm_f32[FORMAT_COUNT];   // any weights x float activations
-  // Scale groups this table's SIMD kernels handle for format f (others use the reference).
+  // Builds the layouts of plane width w for n vectors of x (row-major n x cols).
+  void (*prepare_q8)(const float *x, int64_t n, int64_t cols, int w, act_q8_plane &out);
+  void (*prepare_f32)(const float *x, int64_t n, int64_t cols, int w, act_f32_plane &out);
+  // Scale groups this table's kernels handle for format f (others use the reference).
   bool (*supports_group)(format f, int64_t group);
   // Reads n bytes (n a multiple of 256) as fast as the ISA allows; for bandwidth measurement.
   uint64_t (*read_bytes)(const uint8_t *p, size_t n);
@@ -100,12 +120,16 @@ const kernel_table &kernels_neon_dotprod();
 
 // Which ISAs this CPU and build can run.
 bool isa_supported(isa i);
-// The table in use: LOWBIT_ISA if set (throws std::runtime_error when unsupported), else the best.
+// The table in use: LOWBIT_ISA if set (throws std::domain_error when unsupported), else the best.
 const kernel_table &active_kernels();
-const kernel_table &kernels_for(isa i);  // throws when unsupported
+const kernel_table &kernels_for(isa i);  // throws std::domain_error when unsupported
 
 // Activation precision of a matmul with quantized weights.
 enum act_mode : int32_t { ACT_Q8 = 0, ACT_F32 = 1 };
+
+// Builds what format f's kernels of table k read from x (n x cols): every plane's layout.
+void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_q8 &out);
+void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_f32 &out);
 
 // y (n x rows) = x (n x cols) * W^T, on `threads` threads of the global pool.
 void matmul(const qtensor &w, const float *x, int64_t n, float *y, act_mode mode, int threads,

@@ -1,35 +1,29 @@
-// The matmul driver: prepares activations once per call (int8 per 64-column chunk, permuted to the
-// active ISA's layout), then splits output rows across the thread pool.
+// The matmul driver: prepares activations once per call in the layout of the kernels that will
+// run, then splits output rows across the thread pool. Also the natural-order (reference)
+// activation quantization and the inverse of the SIMD layouts.
 #include <algorithm>
 #include <cmath>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <tuple>
-#include <type_traits>
 
 #include "../core/pool.h"
 #include "kernels.h"
 
 namespace lb {
 
-// ---------------------------------------------------------------------------------------------
-// Activation layouts
-
-namespace {
-
-// For plane width w and vectors of V bytes: which natural column feeds position (s, k, i) of the
-// permuted activations (s: super-chunk, k: field, i: byte of the loaded weight vector), or -1.
-// Inverts the packing rule of formats.h. Cached: a model asks for a handful of shapes.
-std::shared_ptr<const std::vector<int32_t>> layout_columns(int64_t cols, int w, int V) {
+const std::vector<int32_t> &layout_columns(int64_t cols, int w, int V) {
   static std::mutex mutex;
-  static std::map<std::tuple<int64_t, int, int>, std::shared_ptr<const std::vector<int32_t>>> cache;
+  static std::map<std::tuple<int64_t, int, int>, std::unique_ptr<const std::vector<int32_t>>> cache;
   std::lock_guard<std::mutex> lock(mutex);
   auto &slot = cache[{cols, w, V}];
-  if (slot) return slot;
+  if (slot) return *slot;
+  // Inverts the packing rule of formats.h: position (s, k, i) — super-chunk s, field k, byte i of
+  // the loaded vector — holds the code of column start + j + stride * k of byte j of its chunk.
   const int fields = 8 / w, chunk_bytes = 8 * w;
   const int64_t n_super = ((int64_t)plane_row_bytes(w, cols) + V - 1) / V;
-  auto map = std::make_shared<std::vector<int32_t>>(n_super * fields * V, -1);
+  auto map = std::make_unique<std::vector<int32_t>>(n_super * fields * V, -1);
   for (int64_t s = 0; s < n_super; s++) {
     for (int i = 0; i < V; i++) {
       const int64_t p = s * V + i;  // byte position within the plane
@@ -39,142 +33,117 @@ std::shared_ptr<const std::vector<int32_t>> layout_columns(int64_t cols, int w, 
       const int64_t width = std::min<int64_t>(kChunkCols, cols - start);
       const int64_t stride = (width * w + 7) / 8;
       if (j >= stride) continue;
-      for (int k = 0; k < fields; k++) {
+      for (int k = 0; k < fields; k++)
         if (j + stride * k < width) (*map)[(s * fields + k) * V + i] = (int32_t)(start + j + stride * k);
-      }
     }
   }
-  slot = map;
-  return slot;
+  slot = std::move(map);
+  return *slot;
 }
 
-template <typename T, typename Layout>
-void fill_layout(Layout &l, const T *natural, int64_t n, int64_t cols, int w, int V) {
-  auto map = layout_columns(cols, w, V);
-  l.vector_bytes = V;
-  l.n_super = ((int64_t)plane_row_bytes(w, cols) + V - 1) / V;
-  const int64_t stride = (int64_t)map->size();
-  std::vector<T> &dst = [&]() -> std::vector<T> & {
-    if constexpr (std::is_same<T, int8_t>::value) return l.q; else return l.x;
-  }();
-  dst.assign(n * stride, T(0));
+void act_segment_sums(const float *x, int64_t n, int64_t cols, std::vector<float> &out) {
+  const int64_t segs = (cols + 31) / 32;
+  out.resize(n * segs);
   for (int64_t v = 0; v < n; v++) {
-    const T *src = natural + v * cols;
-    T *out = dst.data() + v * stride;
-    for (int64_t i = 0; i < stride; i++) {
-      const int32_t c = (*map)[i];
-      if (c >= 0) out[i] = src[c];
+    for (int64_t s = 0; s < segs; s++) {
+      const float *p = x + v * cols + s * 32;
+      const int64_t len = std::min<int64_t>(32, cols - s * 32);
+      float sum = 0;
+      for (int64_t j = 0; j < len; j++) sum += p[j];
+      out[v * segs + s] = sum;
     }
   }
-  if constexpr (std::is_same<T, int8_t>::value) l.q_stride = stride; else l.stride = stride;
 }
 
-}  // namespace
-
-// Round half to even without a libm call, so the loop vectorizes: adding 1.5 * 2^23 leaves the
-// rounded integer in the low mantissa bits for |v| < 2^22 (activations here are within +-127).
-static inline float round_even(float v) {
-  const float magic = 12582912.0f;
-  return (v + magic) - magic;
-}
-
-void act_quantize(const float *x, int64_t n, int64_t cols, act_q8 &a) {
-  a.cols = cols;
-  a.n = n;
-  a.n_chunks = (cols + kChunkCols - 1) / kChunkCols;
-  a.n_segments = (cols + 31) / 32;
-  a.q.resize(n * cols);
-  a.chunk_scale.resize(n * a.n_chunks);
-  a.segment_sum.resize(n * a.n_segments);
-  for (auto &l : a.layouts) l.vector_bytes = 0;
+void act_quantize_natural(const float *x, int64_t n, int64_t cols, act_q8_plane &out) {
+  out.shape = act_shape{};
+  out.q.resize(n * cols);
+  out.scale.resize(n * cols);
+  out.q_stride = out.scale_stride = cols;
   for (int64_t v = 0; v < n; v++) {
-    const float *xv = x + v * cols;
-    int8_t *qv = a.q.data() + v * cols;
-    for (int64_t c = 0; c < a.n_chunks; c++) {
-      const int64_t j0 = c * kChunkCols, len = std::min(cols - j0, (int64_t)kChunkCols);
+    for (int64_t j0 = 0; j0 < cols; j0 += kChunkCols) {
+      const int64_t j1 = std::min(cols, j0 + kChunkCols);
       float amax = 0;
-      for (int64_t j = 0; j < len; j++) amax = std::max(amax, std::fabs(xv[j0 + j]));
+      for (int64_t j = j0; j < j1; j++) amax = std::max(amax, std::fabs(x[v * cols + j]));
       const float inv = amax > 0 ? 127.0f / amax : 0.0f;
-      a.chunk_scale[v * a.n_chunks + c] = amax / 127.0f;
-      int32_t sums[2] = {0, 0};  // the chunk's two 32-column segments
-      for (int64_t j = 0; j < len; j++) {
-        const int32_t q = (int32_t)round_even(std::min(127.0f, std::max(-127.0f, xv[j0 + j] * inv)));
-        qv[j0 + j] = (int8_t)q;
-        sums[j >= 32] += q;
-      }
-      for (int s = 0; s < 2 && 2 * c + s < a.n_segments; s++)
-        a.segment_sum[v * a.n_segments + 2 * c + s] = a.chunk_scale[v * a.n_chunks + c] * (float)sums[s];
-    }
-  }
-}
-
-void act_prepare_layout(act_q8 &a, int w, int V) {
-  act_q8::layout &l = a.layouts[width_slot(w)];
-  if (l.vector_bytes == V) return;
-  fill_layout(l, a.q.data(), a.n, a.cols, w, V);
-  // Lane l of super-chunk s covers plane bytes s*V + 4l .. +3, all in chunk (s*V + 4l) / (8w).
-  const int lanes = V / 4;
-  l.scale_stride = l.n_super * lanes;
-  l.lane_scale.assign(a.n * l.scale_stride, 0.0f);
-  for (int64_t v = 0; v < a.n; v++) {
-    for (int64_t s = 0; s < l.n_super; s++) {
-      for (int lane = 0; lane < lanes; lane++) {
-        const int64_t chunk = (s * V + 4 * lane) / (8 * w);
-        if (chunk < a.n_chunks)
-          l.lane_scale[v * l.scale_stride + s * lanes + lane] = a.chunk_scale[v * a.n_chunks + chunk];
+      for (int64_t j = j0; j < j1; j++) {
+        out.q[v * cols + j] = (int8_t)std::nearbyint(std::min(127.0f, std::max(-127.0f, x[v * cols + j] * inv)));
+        out.scale[v * cols + j] = amax / 127.0f;
       }
     }
   }
+  out.built = true;
 }
 
-void act_f32_init(const float *x, int64_t n, int64_t cols, act_f32 &a) {
-  a.cols = cols;
-  a.n = n;
-  a.x = x;
-  const int64_t n_segments = (cols + 31) / 32;
-  a.segment_sum.assign(n * n_segments, 0.0f);
-  for (int64_t v = 0; v < n; v++)
-    for (int64_t j = 0; j < cols; j++) a.segment_sum[v * n_segments + j / 32] += x[v * cols + j];
-  for (auto &l : a.layouts) l.vector_bytes = 0;
+void act_layout_to_natural(const act_q8_plane &in, int w, int64_t cols, int64_t n, act_q8_plane &out) {
+  const std::vector<int32_t> &map = layout_columns(cols, w, in.shape.vector_bytes);
+  const int V = in.shape.vector_bytes, lanes = in.shape.lanes(), fields = 8 / w;
+  out.shape = act_shape{};
+  out.q.assign(n * cols, 0);
+  out.scale.assign(n * cols, 0.0f);
+  out.q_stride = out.scale_stride = cols;
+  for (int64_t v = 0; v < n; v++) {
+    for (size_t p = 0; p < map.size(); p++) {
+      if (map[p] < 0) continue;
+      const int64_t s = (int64_t)p / (fields * V);
+      const int i = (int)(p % V);
+      out.q[v * cols + map[p]] = in.q[v * in.q_stride + p];
+      const int k = (int)((int64_t)p / V % fields), kc = in.shape.field_classes > 1 ? k : 0;
+      const int64_t cls = (s % in.shape.accs) * in.shape.field_classes + kc;
+      // In-place layouts store a field's class scale times 2^-(w*k) (simd-gemm.h); undo it.
+      const float field_factor = (float)(1 << (w * kc));
+      out.scale[v * cols + map[p]] = in.scale[v * in.scale_stride + cls * lanes + i / 4] * field_factor;
+    }
+  }
+  out.built = true;
 }
 
-void act_f32_prepare_layout(act_f32 &a, int w, int V) {
-  act_f32::layout &l = a.layouts[width_slot(w)];
-  if (l.vector_bytes != V) fill_layout(l, a.x, a.n, a.cols, w, V);
+void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_q8 &out) {
+  const format_traits &t = traits(f);
+  out.cols = cols;
+  out.n = n;
+  act_segment_sums(x, n, cols, out.segment_sum);
+  for (auto &p : out.planes) p.built = false;
+  for (int p = 0; p < t.n_planes; p++) {
+    act_q8_plane &plane = out.planes[width_slot(t.plane_bits[p])];
+    if (!plane.built) k.prepare_q8(x, n, cols, t.plane_bits[p], plane);
+  }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Driver
+void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_f32 &out) {
+  const format_traits &t = traits(f);
+  out.cols = cols;
+  out.n = n;
+  out.x = x;
+  act_segment_sums(x, n, cols, out.segment_sum);
+  for (auto &p : out.planes) p.built = false;
+  for (int p = 0; p < t.n_planes; p++) {
+    act_f32_plane &plane = out.planes[width_slot(t.plane_bits[p])];
+    if (!plane.built) k.prepare_f32(x, n, cols, t.plane_bits[p], plane);
+  }
+}
 
 void matmul(const qtensor &w, const float *x, int64_t n, float *y, act_mode mode, int threads,
             const kernel_table &k) {
   const format_traits &t = traits(w.fmt);
   const kernel_table &kt = (!t.quantized || k.supports_group(w.fmt, w.group)) ? k : kernels_ref();
-  act_q8 aq;
-  act_f32 af;
   const bool integer = t.quantized && mode == ACT_Q8;
-  if (integer) {
-    act_quantize(x, n, w.cols, aq);
-    for (int p = 0; p < t.n_planes && kt.vector_bytes; p++)
-      act_prepare_layout(aq, t.plane_bits[p], kt.vector_bytes);
-  } else {
-    act_f32_init(x, n, w.cols, af);
-    for (int p = 0; p < t.n_planes && kt.vector_bytes; p++)
-      act_f32_prepare_layout(af, t.plane_bits[p], kt.vector_bytes);
-  }
-  gemm_q8_fn fq = kt.gemm_q8[w.fmt] ? kt.gemm_q8[w.fmt] : kernels_ref().gemm_q8[w.fmt];
-  gemm_f32_fn ff = kt.gemm_f32[w.fmt] ? kt.gemm_f32[w.fmt] : kernels_ref().gemm_f32[w.fmt];
+  // Activation buffers are reused across calls on a thread (a decode step makes hundreds).
+  static thread_local act_q8 aq;
+  static thread_local act_f32 af;
+  if (integer) act_prepare(kt, w.fmt, x, n, w.cols, aq);
+  else act_prepare(kt, w.fmt, x, n, w.cols, af);
   // Tasks of whole 4-row tiles; a few per thread so uneven cores still finish together.
   const int64_t rows = w.rows;
   int64_t per_task = std::max<int64_t>(4, (rows / (std::max(threads, 1) * 4) + 3) / 4 * 4);
   if (rows * w.cols * n < (int64_t)1 << 16) per_task = rows;  // tiny: not worth waking threads
   const int64_t n_tasks = (rows + per_task - 1) / per_task;
+  const act_q8 &a8 = aq;
+  const act_f32 &a32 = af;
   thread_pool::global().run(n_tasks, threads, [&](int64_t task) {
     const int64_t r0 = task * per_task, r1 = std::min(rows, r0 + per_task);
-    if (integer)
-      fq({&w, &aq, y, w.rows, r0, r1});
-    else
-      ff({&w, &af, y, w.rows, r0, r1});
+    if (integer) kt.gemm_q8[w.fmt]({&w, &a8, y, w.rows, r0, r1});
+    else kt.gemm_f32[w.fmt]({&w, &a32, y, w.rows, r0, r1});
   });
 }
 

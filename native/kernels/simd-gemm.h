@@ -1,37 +1,56 @@
-// The SIMD matmul kernels, written once over a vector-traits class `Vec` that each ISA file
-// (x86/avx2.cpp, x86/avx512.cpp, arm/neon.cpp) defines with its own intrinsics and compiles with
-// its own flags. No intrinsics here.
+// The SIMD matmul kernels and activation layouts, written once over a vector-traits class `Vec`
+// that each ISA file (x86/avx2.cpp, x86/avx512.cpp, arm/neon*.cpp) defines with its intrinsics and
+// compiles with its own flags. No intrinsics here.
 //
 // Vec provides:
-//   kBytes                       bytes of one weight vector load (the super-chunk of a plane)
-//   Codes, Acc, Fv               vector types: packed/unpacked codes, int32 sums, float lanes
-//   load(p)                      kBytes of plane data (may read past the row: buffers are padded)
-//   field<W, K>(v)               field K of width W of every byte, as codes 0 .. 2^W-1
-//   acc_zero(), dot(acc, c, x)   acc += sum of 4 (or 2) code*int8 products per 32-bit lane
-//   f_zero(), f_scale(acc, s, f) f += float(acc) * s[lane]   (s: kBytes/4 lane scales)
-//   f_scale_by(acc, s, g, f)     f += float(acc) * s[lane] * g
-//   f_codes(c, x, f)             f += float(code i) * x[i] for the kBytes codes of c
-//   f_add_scaled(part, g, f)     f += part * g
-//   f_rows(w, x, n, f), f_rows_f16(...)  f += w[i] * x[i] over n floats (natural order)
-//   hsum(f)                      sum of the lanes
-//   bxor(a, b), low64(a)         for the bandwidth probe
+//   kBytes                        bytes of one weight vector load (a super-chunk of a plane)
+//   kAccs                         accumulators per row and field class, cycled over super-chunks
+//   kFieldsInPlace                fields are masked in place (code << W*K) and each field keeps its
+//                                 own sums, scaled by 2^-(W*K) at the end: one AND per field, no
+//                                 shift (needs an unsigned-byte dot product: VPDPBUSD)
+//   kSums                         integer sums (and field masks) a tile may keep in registers
+//   kGemvRows, kGemmRows, kGemmVecs   tile shapes: rows x vectors (rows shrink to fit kSums)
+//   Codes, Part, Sum, Fv          packed/unpacked codes, per-load partial sums, 32-bit row sums
+//                                 (lane l = bytes 4l..4l+3 of each load), float lanes
+//   load(p)                       kBytes of plane data (may read past the row: buffers are padded)
+//   field<W, K>(v)                field K of width W of every byte, as codes 0 .. 2^W-1
+//   field_in_place<W, K>(v)       field K left in place (code << W*K), when kFieldsInPlace
+//   sum_zero(), dot(acc, codes, x)   acc += sum over each lane's bytes of code * int8 x
+//   kPartIsSum                    dot accumulates 32-bit sums directly; otherwise it adds narrow
+//                                 partials (part_zero()) that part_end(sum, part) widens into sum
+//   f_zero(), f_scale(sum, s, f)  f += float(sum) * s[lane];  f_scale_by(sum, s, g, f) also * g
+//   f_codes(c, x, f)              f += float(code i) * x[i] over the kBytes codes
+//   f_add_scaled(part, g, f)      f += part * g
+//   f_rows(w, x, n, f), f_rows_f16(w, x, n, f)   f += w[i] * x[i] over n floats / halves
+//   hsum(f)                       sum of the lanes
+//   bxor(a, b), low64(a)          for the bandwidth probe
 //
-// A plane of width W stores 8/W fields per byte; field K of a loaded vector holds the codes of
-// the columns that act_prepare_layout placed at [super-chunk][K] in the permuted activations.
+// A plane of width W stores 8/W fields per byte; field K of a loaded vector holds the codes of the
+// columns that layout_columns() places at [super-chunk][K] of the permuted activations.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <utility>
 #include <vector>
 
 #include "kernels.h"
 
+// Kernel bodies are lambdas over compile-time indices; they must inline so that accumulators
+// stay in registers.
+#define LB_INLINE __attribute__((always_inline))
+
 namespace lb {
 namespace simd {
 
 template <int... K, typename Fn>
-inline void for_fields(std::integer_sequence<int, K...>, Fn &&fn) {
+LB_INLINE inline void for_each(std::integer_sequence<int, K...>, Fn &&fn) {
   (fn(std::integral_constant<int, K>{}), ...);
+}
+template <int COUNT, typename Fn>
+LB_INLINE inline void unrolled(Fn &&fn) {
+  for_each(std::make_integer_sequence<int, COUNT>{}, fn);
 }
 
 // Columns one vector load of a plane of width W covers: whole 64-column chunks when the vector is
@@ -47,6 +66,24 @@ inline int64_t super_first_col(int64_t s) {
   return s * Vec::kBytes / (8 * W) * kChunkCols;
 }
 
+// How a plane of width W is summed: F fields per byte, KC field classes (F when fields stay in
+// place, else 1), A accumulators cycled over super-chunks. Activation class of position (s, k, i):
+// ((s % A) * KC + (KC > 1 ? k : 0)) * lanes + i / 4.
+template <class Vec, int W>
+struct plane_shape {
+  static constexpr int F = 8 / W;
+  static constexpr int KC = Vec::kFieldsInPlace ? F : 1;
+  static constexpr int A = Vec::kAccs;
+  static constexpr int kLanes = Vec::kBytes / 4;
+  // Rows per pass that keep R x N x A x KC sums and the KC field masks within the register
+  // budget (a power of two).
+  static constexpr int rows(int R, int N) {
+    int r = R;
+    while (r > 1 && r * N * A * KC + (KC > 1 ? KC : 0) > Vec::kSums) r /= 2;
+    return r;
+  }
+};
+
 // Scale groups the SIMD kernels take: one per row, or groups spanning whole super-chunks.
 template <class Vec>
 bool supports_group(format f, int64_t group) {
@@ -57,21 +94,120 @@ bool supports_group(format f, int64_t group) {
   return true;
 }
 
-// Per-row output assembly shared by the integer and float paths:
-//   grouped:    y = sum_p 2^low_p * P_p + o * sum_g d_g X_g   (group scales already inside P_p)
-//   per row:    y = d * (sum_p 2^low_p * P_p + o * X)
-struct row_scales_view {
-  const qtensor *w;
-  int64_t r;
-  float offset_term(const float *group_sums) const {
-    const float *d = w->row_scales(r);
-    float s = 0;
-    for (int64_t g = 0; g < w->n_groups(); g++) s += d[g] * group_sums[g];
-    return s;
-  }
-};
+// ---------------------------------------------------------------------------------------------
+// Activation layouts
 
-// Sums of the activations over each scale group (X_g), from 32-column segment sums.
+// x (cols) permuted into out (n_super * fields * V): contiguous pieces of whole chunks are copied,
+// the last, partial chunk goes through the column map.
+template <class Vec>
+void permute(const float *x, int64_t cols, int w, float *out) {
+  constexpr int V = Vec::kBytes;
+  const int fields = 8 / w, chunk_bytes = 8 * w, piece = std::min(V, chunk_bytes);
+  const std::vector<int32_t> &map = layout_columns(cols, w, V);
+  const int64_t n_super = (int64_t)map.size() / (fields * V);
+  for (int64_t s = 0; s < n_super; s++) {
+    for (int k = 0; k < fields; k++) {
+      float *dst = out + (s * fields + k) * V;
+      for (int p0 = 0; p0 < V; p0 += piece) {
+        const int64_t pos = s * V + p0, chunk = pos / chunk_bytes;
+        if ((chunk + 1) * kChunkCols <= cols) {
+          std::memcpy(dst + p0, x + chunk * kChunkCols + chunk_bytes * k + pos % chunk_bytes, piece * sizeof(float));
+        } else {
+          const int32_t *m = map.data() + (s * fields + k) * V + p0;
+          for (int i = 0; i < piece; i++) dst[p0 + i] = m[i] >= 0 ? x[m[i]] : 0.0f;
+        }
+      }
+    }
+  }
+}
+
+// Round half to even by adding 1.5 * 2^23 (|v| <= 127 here): vectorizes, unlike a libm call.
+LB_INLINE inline float round_even(float v) {
+  const float magic = 12582912.0f;
+  return (v + magic) - magic;
+}
+
+// dst[i] = round(src[i] * inv[i]) for n values (restrict lets the loop vectorize).
+LB_INLINE inline void quantize_run(const float *__restrict src, const float *__restrict inv, int8_t *__restrict dst,
+                                   int n) {
+  for (int i = 0; i < n; i++) dst[i] = (int8_t)(int32_t)round_even(src[i] * inv[i]);
+}
+
+LB_INLINE inline void max_abs_run(const float *__restrict src, float *__restrict m, int n) {
+  for (int i = 0; i < n; i++) m[i] = std::max(m[i], std::fabs(src[i]));
+}
+
+// int8 per activation class (plane_shape): the scale of a class is its largest |x| / 127.
+template <class Vec, int W>
+void prepare_q8_plane(const float *x, int64_t n, int64_t cols, act_q8_plane &out) {
+  using P = plane_shape<Vec, W>;
+  constexpr int V = Vec::kBytes, A = P::A, KC = P::KC, F = P::F, lanes = P::kLanes;
+  out.shape = act_shape{V, A, KC};
+  out.n_super = ((int64_t)plane_row_bytes(W, cols) + V - 1) / V;
+  out.q_stride = out.n_super * F * V;
+  out.scale_stride = A * KC * lanes;
+  out.q.resize(n * out.q_stride);
+  out.scale.resize(n * out.scale_stride);
+  out.scratch.resize(out.q_stride);
+  float *xf = out.scratch.data();
+  for (int64_t v = 0; v < n; v++) {
+    permute<Vec>(x + v * cols, cols, W, xf);
+    float amax[A * KC][V] = {};
+    for (int64_t s = 0; s < out.n_super; s++)
+      for (int k = 0; k < F; k++) max_abs_run(xf + (s * F + k) * V, amax[(s % A) * KC + (KC > 1 ? k : 0)], V);
+    float inv[A * KC][V];
+    float *scale = out.scale.data() + v * out.scale_stride;
+    for (int c = 0; c < A * KC; c++) {
+      // A field kept in place sums code << W*kc; its class scale carries the 2^-(W*kc).
+      const float field_factor = 1.0f / (float)(1 << (W * (c % KC)));
+      for (int l = 0; l < lanes; l++) {
+        const float *m = &amax[c][4 * l];
+        const float lane_max = std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
+        scale[c * lanes + l] = lane_max / 127.0f * field_factor;
+        for (int b = 0; b < 4; b++) inv[c][4 * l + b] = lane_max > 0 ? 127.0f / lane_max : 0.0f;
+      }
+    }
+    int8_t *q = out.q.data() + v * out.q_stride;
+    for (int64_t s = 0; s < out.n_super; s++)
+      for (int k = 0; k < F; k++) {
+        const int64_t at = (s * F + k) * V;
+        quantize_run(xf + at, inv[(s % A) * KC + (KC > 1 ? k : 0)], q + at, V);
+      }
+  }
+  out.built = true;
+}
+
+template <class Vec>
+void prepare_q8(const float *x, int64_t n, int64_t cols, int w, act_q8_plane &out) {
+  if (w == 1) prepare_q8_plane<Vec, 1>(x, n, cols, out);
+  else if (w == 2) prepare_q8_plane<Vec, 2>(x, n, cols, out);
+  else prepare_q8_plane<Vec, 4>(x, n, cols, out);
+}
+
+template <class Vec>
+void prepare_f32(const float *x, int64_t n, int64_t cols, int w, act_f32_plane &out) {
+  constexpr int V = Vec::kBytes;
+  const int fields = 8 / w;
+  out.n_super = ((int64_t)plane_row_bytes(w, cols) + V - 1) / V;
+  out.stride = out.n_super * fields * V;
+  out.x.resize(n * out.stride);
+  for (int64_t v = 0; v < n; v++) permute<Vec>(x + v * cols, cols, w, out.x.data() + v * out.stride);
+  out.built = true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output assembly shared by the integer and float paths:
+//   per row:  y = d * (sum_p 2^low_p * P_p + o * X)
+//   grouped:  y = sum_p 2^low_p * P_p + o * sum_g d_g X_g   (group scales already inside P_p)
+// X = sums of the float activations (over the row or group).
+
+inline float offset_sum(const qtensor &w, int64_t r, const float *group_sums) {
+  const float *d = w.row_scales(r);
+  float s = 0;
+  for (int64_t g = 0; g < w.n_groups(); g++) s += d[g] * group_sums[g];
+  return s;
+}
+
 inline void group_sums(const qtensor &w, const float *segment_sum, float *out) {
   const int64_t n_seg = (w.cols + 31) / 32, per = w.group ? w.group / 32 : n_seg;
   for (int64_t g = 0; g < w.n_groups(); g++) {
@@ -82,56 +218,104 @@ inline void group_sums(const qtensor &w, const float *segment_sum, float *out) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Integer path: R rows x N vectors of one plane.
+// Integer path: RP rows x N vectors of one plane per pass, each row summed in integer registers
+// (A accumulators x KC field classes) and turned to float once at the end (or at group ends).
 
-template <class Vec, int W, int R, int N, bool GROUPED>
-inline void plane_q8(const qtensor &w, int64_t r, size_t plane_offset, const act_q8::layout &L,
-                     int64_t v0, float (&out)[R][N]) {
-  constexpr int F = 8 / W;
-  constexpr int kLanes = Vec::kBytes / 4;
-  const uint8_t *rows[R];
-  for (int i = 0; i < R; i++) rows[i] = w.row(r + i) + plane_offset;
+template <class Vec, int W, int RP, int N, bool GROUPED>
+LB_INLINE inline void plane_q8_pass(const qtensor &w, int64_t r, size_t plane_offset, const act_q8_plane &L, int64_t v0,
+                                    float *out /* [RP][N] */) {
+  using P = plane_shape<Vec, W>;
+  constexpr int F = P::F, A = P::A, KC = P::KC, V = Vec::kBytes, kLanes = P::kLanes;
+  const uint8_t *rows[RP];
+  for (int i = 0; i < RP; i++) rows[i] = w.row(r + i) + plane_offset;
   const int8_t *xq[N];
   const float *xs[N];
   for (int n = 0; n < N; n++) {
     xq[n] = L.q.data() + (v0 + n) * L.q_stride;
-    xs[n] = L.lane_scale.data() + (v0 + n) * L.scale_stride;
+    xs[n] = L.scale.data() + (v0 + n) * L.scale_stride;
   }
-  typename Vec::Fv facc[R][N];
-  for (int i = 0; i < R; i++)
-    for (int n = 0; n < N; n++) facc[i][n] = Vec::f_zero();
-  for (int64_t s = 0; s < L.n_super; s++) {
-    typename Vec::Codes wv[R];
-    for (int i = 0; i < R; i++) wv[i] = Vec::load(rows[i] + s * Vec::kBytes);
-    typename Vec::Acc acc[R][N];
-    for (int i = 0; i < R; i++)
-      for (int n = 0; n < N; n++) acc[i][n] = Vec::acc_zero();
-    for_fields(std::make_integer_sequence<int, F>{}, [&](auto k) {
-      for (int i = 0; i < R; i++) {
-        const typename Vec::Codes c = Vec::template field<W, decltype(k)::value>(wv[i]);
-        for (int n = 0; n < N; n++)
-          acc[i][n] = Vec::dot(acc[i][n], c, xq[n] + (s * F + decltype(k)::value) * Vec::kBytes);
-      }
-    });
+  typename Vec::Sum sum[RP][N][A][KC];
+  typename Vec::Fv facc[RP][N];
+  for (int i = 0; i < RP; i++)
     for (int n = 0; n < N; n++) {
-      const float *scale = xs[n] + s * kLanes;
-      for (int i = 0; i < R; i++) {
-        if constexpr (GROUPED) {
-          const float g = w.row_scales(r + i)[super_first_col<Vec, W>(s) / w.group];
-          facc[i][n] = Vec::f_scale_by(acc[i][n], scale, g, facc[i][n]);
-        } else {
-          facc[i][n] = Vec::f_scale(acc[i][n], scale, facc[i][n]);
-        }
-      }
+      facc[i][n] = Vec::f_zero();
+      for (int a = 0; a < A; a++)
+        for (int kc = 0; kc < KC; kc++) sum[i][n][a][kc] = Vec::sum_zero();
     }
+  // Folds the sums into facc with their class scales (times the group scale when grouped) and
+  // clears them.
+  auto fold = [&](int i, float group_scale) LB_INLINE {
+    for (int n = 0; n < N; n++)
+      for (int a = 0; a < A; a++)
+        for (int kc = 0; kc < KC; kc++) {
+          const float *s = xs[n] + (a * KC + kc) * kLanes;
+          if constexpr (GROUPED) facc[i][n] = Vec::f_scale_by(sum[i][n][a][kc], s, group_scale, facc[i][n]);
+          else facc[i][n] = Vec::f_scale(sum[i][n][a][kc], s, facc[i][n]);
+          sum[i][n][a][kc] = Vec::sum_zero();
+        }
+  };
+  const int64_t n_super = L.n_super;
+  auto step = [&](int64_t s, auto acc_index) LB_INLINE {
+    constexpr int a = decltype(acc_index)::value;
+    typename Vec::Codes wv[RP];
+#pragma GCC unroll 16
+    for (int i = 0; i < RP; i++) wv[i] = Vec::load(rows[i] + s * V);
+    if constexpr (Vec::kPartIsSum) {
+      // The dot product accumulates straight into the row sums.
+      unrolled<F>([&](auto k) LB_INLINE {
+        constexpr int K = decltype(k)::value, kc = KC > 1 ? K : 0;
+#pragma GCC unroll 16
+        for (int i = 0; i < RP; i++) {
+          typename Vec::Codes c;
+          if constexpr (KC > 1) c = Vec::template field_in_place<W, K>(wv[i]);
+          else c = Vec::template field<W, K>(wv[i]);
+#pragma GCC unroll 16
+          for (int n = 0; n < N; n++) sum[i][n][a][kc] = Vec::dot(sum[i][n][a][kc], c, xq[n] + (s * F + K) * V);
+        }
+      });
+    } else {
+      // Narrow partial sums of one load, widened into the row sums once.
+      typename Vec::Part part[RP][N];
+      for (int i = 0; i < RP; i++)
+        for (int n = 0; n < N; n++) part[i][n] = Vec::part_zero();
+      unrolled<F>([&](auto k) LB_INLINE {
+        constexpr int K = decltype(k)::value;
+        for (int i = 0; i < RP; i++) {
+          const typename Vec::Codes c = Vec::template field<W, K>(wv[i]);
+          for (int n = 0; n < N; n++) part[i][n] = Vec::dot(part[i][n], c, xq[n] + (s * F + K) * V);
+        }
+      });
+      for (int i = 0; i < RP; i++)
+        for (int n = 0; n < N; n++) Vec::part_end(sum[i][n][a][0], part[i][n]);
+    }
+    if constexpr (GROUPED) {
+      const int64_t g = super_first_col<Vec, W>(s) / w.group;
+      if (s + 1 == n_super || super_first_col<Vec, W>(s + 1) / w.group != g)
+        for (int i = 0; i < RP; i++) fold(i, w.row_scales(r + i)[g]);
+    }
+  };
+  int64_t s = 0;
+  for (; s + A <= n_super; s += A) unrolled<A>([&](auto a) LB_INLINE { step(s + decltype(a)::value, a); });
+  unrolled<A>([&](auto a) LB_INLINE {
+    if (s + decltype(a)::value < n_super) step(s + decltype(a)::value, a);
+  });
+  for (int i = 0; i < RP; i++) {
+    if constexpr (!GROUPED) fold(i, 1.0f);
+    for (int n = 0; n < N; n++) out[i * N + n] = Vec::hsum(facc[i][n]);
   }
-  for (int i = 0; i < R; i++)
-    for (int n = 0; n < N; n++) out[i][n] = Vec::hsum(facc[i][n]);
 }
 
 template <class Vec, int W, int R, int N, bool GROUPED>
-inline void plane_f32(const qtensor &w, int64_t r, size_t plane_offset, const act_f32::layout &L,
-                      int64_t v0, float (&out)[R][N]) {
+inline void plane_q8(const qtensor &w, int64_t r, size_t plane_offset, const act_q8_plane &L, int64_t v0,
+                     float (&out)[R][N]) {
+  constexpr int RP = plane_shape<Vec, W>::rows(R, N);
+  for (int i = 0; i < R; i += RP) plane_q8_pass<Vec, W, RP, N, GROUPED>(w, r + i, plane_offset, L, v0, &out[i][0]);
+}
+
+// Float path: codes widened to float and multiplied with float activations.
+template <class Vec, int W, int R, int N, bool GROUPED>
+inline void plane_f32(const qtensor &w, int64_t r, size_t plane_offset, const act_f32_plane &L, int64_t v0,
+                      float (&out)[R][N]) {
   constexpr int F = 8 / W;
   const uint8_t *rows[R];
   for (int i = 0; i < R; i++) rows[i] = w.row(r + i) + plane_offset;
@@ -143,61 +327,51 @@ inline void plane_f32(const qtensor &w, int64_t r, size_t plane_offset, const ac
       const typename Vec::Codes wv = Vec::load(rows[i] + s * Vec::kBytes);
       typename Vec::Fv part[N];
       for (int n = 0; n < N; n++) part[n] = Vec::f_zero();
-      for_fields(std::make_integer_sequence<int, F>{}, [&](auto k) {
+      unrolled<F>([&](auto k) LB_INLINE {
         const typename Vec::Codes c = Vec::template field<W, decltype(k)::value>(wv);
         for (int n = 0; n < N; n++) {
           const float *x = L.x.data() + (v0 + n) * L.stride + (s * F + decltype(k)::value) * Vec::kBytes;
           part[n] = Vec::f_codes(c, x, part[n]);
         }
       });
-      for (int n = 0; n < N; n++) {
-        if constexpr (GROUPED) {
-          const float g = w.row_scales(r + i)[super_first_col<Vec, W>(s) / w.group];
-          facc[i][n] = Vec::f_add_scaled(part[n], g, facc[i][n]);
-        } else {
-          facc[i][n] = Vec::f_add_scaled(part[n], 1.0f, facc[i][n]);
-        }
-      }
+      const float g = GROUPED ? w.row_scales(r + i)[super_first_col<Vec, W>(s) / w.group] : 1.0f;
+      for (int n = 0; n < N; n++) facc[i][n] = Vec::f_add_scaled(part[n], g, facc[i][n]);
     }
   }
   for (int i = 0; i < R; i++)
     for (int n = 0; n < N; n++) out[i][n] = Vec::hsum(facc[i][n]);
 }
 
-// One R x N tile of a quantized format, all planes. PlaneFn is plane_q8 or plane_f32.
+// One R x N tile of a quantized format, all planes.
 template <class Vec, format FMT, int R, int N, bool GROUPED, bool INTEGER, class Act>
-inline void tile(const qtensor &w, const Act &a, const float *gsums, int64_t r, int64_t v0,
-                 float *y, int64_t ldy) {
+inline void tile(const qtensor &w, const Act &a, const float *gsums, int64_t r, int64_t v0, float *y, int64_t ldy) {
   float total[R][N] = {};
   size_t plane_offset = 0;
   int low_bits = 0;
-  for_fields(std::make_integer_sequence<int, kFormatTraits[FMT].n_planes>{}, [&](auto p) {
+  unrolled<kFormatTraits[FMT].n_planes>([&](auto p) LB_INLINE {
     constexpr int W = kFormatTraits[FMT].plane_bits[decltype(p)::value];
     float part[R][N];
     if constexpr (INTEGER)
-      plane_q8<Vec, W, R, N, GROUPED>(w, r, plane_offset, a.layouts[width_slot(W)], v0, part);
+      plane_q8<Vec, W, R, N, GROUPED>(w, r, plane_offset, a.planes[width_slot(W)], v0, part);
     else
-      plane_f32<Vec, W, R, N, GROUPED>(w, r, plane_offset, a.layouts[width_slot(W)], v0, part);
+      plane_f32<Vec, W, R, N, GROUPED>(w, r, plane_offset, a.planes[width_slot(W)], v0, part);
     for (int i = 0; i < R; i++)
       for (int n = 0; n < N; n++) total[i][n] += (float)(1 << low_bits) * part[i][n];
     plane_offset += plane_row_bytes(W, w.cols);
     low_bits += W;
   });
   const int64_t ng = w.n_groups();
-  for (int i = 0; i < R; i++) {
-    const row_scales_view rs{&w, r + i};
+  for (int i = 0; i < R; i++)
     for (int n = 0; n < N; n++) {
-      const float off = kFormatTraits[FMT].offset * rs.offset_term(gsums + (v0 + n) * ng);
+      const float off = kFormatTraits[FMT].offset * offset_sum(w, r + i, gsums + (v0 + n) * ng);
       const float scale = GROUPED ? 1.0f : w.row_scales(r + i)[0];
       y[(v0 + n) * ldy + r + i] = scale * total[i][n] + off;
     }
-  }
 }
 
 // Rows [r0, r1) x all vectors: R x N tiles, then the leftover rows and vectors one at a time.
 template <class Vec, format FMT, int R, int N, bool GROUPED, bool INTEGER, class Act>
-void run_tiles(const qtensor &w, const Act &a, const float *gsums, int64_t r0, int64_t r1,
-               float *y, int64_t ldy) {
+void run_tiles(const qtensor &w, const Act &a, const float *gsums, int64_t r0, int64_t r1, float *y, int64_t ldy) {
   int64_t r = r0;
   for (; r + R <= r1; r += R) {
     int64_t v = 0;
@@ -214,15 +388,16 @@ void gemm_quant(const Args &p) {
   const auto &a = *p.a;
   // X_g for every vector and group: row independent, so once per call of this row range.
   const int64_t ng = w.n_groups(), n_seg = (w.cols + 31) / 32;
-  std::vector<float> gsums(a.n * ng);
+  static thread_local std::vector<float> gsums;
+  gsums.resize(a.n * ng);
   for (int64_t v = 0; v < a.n; v++) group_sums(w, a.segment_sum.data() + v * n_seg, &gsums[v * ng]);
-  // Decode (one vector): 4 rows share each activation load. Prefill: 2 rows x 4 vectors.
+  constexpr int GR = Vec::kGemvRows, MR = Vec::kGemmRows, MN = Vec::kGemmVecs;
   if (a.n == 1) {
-    if (w.group) run_tiles<Vec, FMT, 4, 1, true, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
-    else run_tiles<Vec, FMT, 4, 1, false, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
+    if (w.group) run_tiles<Vec, FMT, GR, 1, true, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
+    else run_tiles<Vec, FMT, GR, 1, false, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
   } else {
-    if (w.group) run_tiles<Vec, FMT, Vec::kGemmRows, Vec::kGemmVecs, true, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
-    else run_tiles<Vec, FMT, Vec::kGemmRows, Vec::kGemmVecs, false, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
+    if (w.group) run_tiles<Vec, FMT, MR, MN, true, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
+    else run_tiles<Vec, FMT, MR, MN, false, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
   }
 }
 
@@ -260,23 +435,23 @@ uint64_t read_bytes(const uint8_t *p, size_t n) {
   return Vec::low64(Vec::bxor(Vec::bxor(a, b), Vec::bxor(c, d)));
 }
 
-// The table of an ISA: every quantized format through the templates above.
+// The table of an ISA: every format through the templates above.
 template <class Vec>
 kernel_table make_table(isa id) {
   kernel_table k{};
   k.id = id;
-  k.vector_bytes = Vec::kBytes;
+  k.shape = act_shape{Vec::kBytes, Vec::kAccs};
   k.gemm_f32[FORMAT_F32] = gemm_float<Vec, false>;
   k.gemm_f32[FORMAT_F16] = gemm_float<Vec, true>;
-#define LB_QUANT_FORMAT(F)                                           \
-  k.gemm_q8[F] = gemm_quant<Vec, F, true, gemm_q8_args>;             \
-  k.gemm_f32[F] = gemm_quant<Vec, F, false, gemm_f32_args>;
-  LB_QUANT_FORMAT(FORMAT_B1)
-  LB_QUANT_FORMAT(FORMAT_T158)
-  LB_QUANT_FORMAT(FORMAT_B2)
-  LB_QUANT_FORMAT(FORMAT_B3)
-  LB_QUANT_FORMAT(FORMAT_B4)
-#undef LB_QUANT_FORMAT
+  unrolled<FORMAT_COUNT>([&](auto f) {
+    constexpr format F = (format)decltype(f)::value;
+    if constexpr (kFormatTraits[F].quantized) {
+      k.gemm_q8[F] = gemm_quant<Vec, F, true, gemm_q8_args>;
+      k.gemm_f32[F] = gemm_quant<Vec, F, false, gemm_f32_args>;
+    }
+  });
+  k.prepare_q8 = prepare_q8<Vec>;
+  k.prepare_f32 = prepare_f32<Vec>;
   k.supports_group = supports_group<Vec>;
   k.read_bytes = read_bytes<Vec>;
   return k;

@@ -24,8 +24,6 @@ void throw_coded(Napi::Env env, const std::string &code, const std::string &mess
   throw make_error(env, code, message);
 }
 
-namespace {
-
 const kernel_table &kernels_arg(Napi::Env env, const Napi::Value &v) {
   if (v.IsUndefined() || v.IsNull()) return guarded(env, [] { return std::cref(active_kernels()); }).get();
   isa i;
@@ -33,6 +31,8 @@ const kernel_table &kernels_arg(Napi::Env env, const Napi::Value &v) {
     throw Napi::TypeError::New(env, "isa must be one of ref, avx2, avx512, neon, neon-dotprod");
   return guarded(env, [&] { return std::cref(kernels_for(i)); }).get();
 }
+
+namespace {
 
 // cpuInfo() -> { arch, features, physicalCores, logicalCores, isa, isas }
 Napi::Value CpuInfo(const Napi::CallbackInfo &info) {

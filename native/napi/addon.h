@@ -6,6 +6,7 @@
 #include <new>
 #include <stdexcept>
 
+#include "../kernels/kernels.h"
 #include "async.h"
 
 namespace lb {
@@ -19,6 +20,9 @@ struct addon_state {
 };
 
 addon_state &addon_data(Napi::Env env);
+
+// The kernels an optional ISA name argument selects (undefined: the active ones).
+const kernel_table &kernels_arg(Napi::Env env, const Napi::Value &v);
 
 // Runs fn, turning native exceptions into JS errors with a code (for synchronous bindings).
 template <class Fn>

@@ -310,6 +310,7 @@ struct matmul_request {
   int64_t n;
   int threads;
   act_mode act;
+  const kernel_table *kernels;
 };
 
 matmul_request matmul_args(const Napi::CallbackInfo &info, const qtensor &w) {
@@ -317,7 +318,8 @@ matmul_request matmul_args(const Napi::CallbackInfo &info, const qtensor &w) {
   if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
     throw Napi::TypeError::New(env, "x must be a Float32Array");
   Napi::Float32Array x = info[0].As<Napi::Float32Array>();
-  matmul_request m{w, {}, int_arg(env, info[1], "n"), threads_arg(env, info[2]), act_arg(env, info[3])};
+  matmul_request m{w, {}, int_arg(env, info[1], "n"), threads_arg(env, info[2]), act_arg(env, info[3]),
+                   &kernels_arg(env, info[4])};
   if (m.n < 1 || x.ElementLength() != (size_t)(m.n * w.cols))
     throw Napi::RangeError::New(env, "x must hold n * cols values");
   m.x.assign(x.Data(), x.Data() + x.ElementLength());
@@ -326,7 +328,7 @@ matmul_request matmul_args(const Napi::CallbackInfo &info, const qtensor &w) {
 
 std::vector<float> run_matmul(const matmul_request &m) {
   std::vector<float> y((size_t)(m.n * m.w.rows));
-  matmul(m.w, m.x.data(), m.n, y.data(), m.act, m.threads, active_kernels());
+  matmul(m.w, m.x.data(), m.n, y.data(), m.act, m.threads, *m.kernels);
   return y;
 }
 }  // namespace

@@ -20,9 +20,13 @@ struct neon_acc16 {
 template <bool DOTPROD>
 struct VecNeon {
   static constexpr int kBytes = 16;
-  static constexpr int kGemmRows = 2, kGemmVecs = 2;
+  // SDOT is signed x signed: fields are shifted down to codes that fit s8 (no in-place).
+  static constexpr bool kFieldsInPlace = false;
+  static constexpr int kAccs = 8, kSums = 16;  // 8 x 4 lanes = 32 activation classes per row
+  static constexpr int kGemvRows = 2, kGemmRows = 1, kGemmVecs = 2;
   using Codes = uint8x16_t;
-  using Acc = std::conditional_t<DOTPROD, int32x4_t, neon_acc16>;
+  using Sum = int32x4_t;
+  using Part = std::conditional_t<DOTPROD, int32x4_t, neon_acc16>;
   using Fv = float32x4_t;
 
   static Codes load(const uint8_t *p) { return vld1q_u8(p); }
@@ -32,11 +36,13 @@ struct VecNeon {
     else if constexpr (W * (K + 1) == 8) return vshrq_n_u8(v, W * K);  // top field: no mask
     else return vandq_u8(vshrq_n_u8(v, W * K), vdupq_n_u8((1 << W) - 1));
   }
-  static Acc acc_zero() {
+  static Sum sum_zero() { return vdupq_n_s32(0); }
+  static constexpr bool kPartIsSum = DOTPROD;  // SDOT adds straight into the row sums
+  static Part part_zero() {
     if constexpr (DOTPROD) return vdupq_n_s32(0);
     else return {vdupq_n_s16(0), vdupq_n_s16(0)};
   }
-  static Acc dot(Acc acc, Codes c, const int8_t *x) {
+  static Part dot(Part acc, Codes c, const int8_t *x) {
     const int8x16_t xv = vld1q_s8(x), cv = vreinterpretq_s8_u8(c);
 #if defined(__ARM_FEATURE_DOTPROD)
     if constexpr (DOTPROD) return vdotq_s32(acc, cv, xv);
@@ -44,14 +50,14 @@ struct VecNeon {
     if constexpr (!DOTPROD)
       return {vmlal_s8(acc.lo, vget_low_s8(cv), vget_low_s8(xv)), vmlal_high_s8(acc.hi, cv, xv)};
   }
-  static int32x4_t lanes(Acc acc) {
-    if constexpr (DOTPROD) return acc;
-    else return vpaddq_s32(vpaddlq_s16(acc.lo), vpaddlq_s16(acc.hi));
+  // Without SDOT, 16-bit byte products are folded to 32-bit lanes of 4 bytes once per load.
+  static void part_end(Sum &sum, Part part) {
+    if constexpr (!DOTPROD) sum = vaddq_s32(sum, vpaddq_s32(vpaddlq_s16(part.lo), vpaddlq_s16(part.hi)));
   }
   static Fv f_zero() { return vdupq_n_f32(0); }
-  static Fv f_scale(Acc acc, const float *s, Fv f) { return vfmaq_f32(f, vcvtq_f32_s32(lanes(acc)), vld1q_f32(s)); }
-  static Fv f_scale_by(Acc acc, const float *s, float g, Fv f) {
-    return vfmaq_f32(f, vcvtq_f32_s32(lanes(acc)), vmulq_n_f32(vld1q_f32(s), g));
+  static Fv f_scale(Sum sum, const float *s, Fv f) { return vfmaq_f32(f, vcvtq_f32_s32(sum), vld1q_f32(s)); }
+  static Fv f_scale_by(Sum sum, const float *s, float g, Fv f) {
+    return vfmaq_f32(f, vcvtq_f32_s32(sum), vmulq_n_f32(vld1q_f32(s), g));
   }
   static Fv f_add_scaled(Fv part, float g, Fv f) { return vfmaq_n_f32(f, part, g); }
   static Fv f_codes(Codes c, const float *x, Fv f) {

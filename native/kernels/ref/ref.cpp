@@ -1,11 +1,10 @@
 // Scalar reference kernels: the definition every SIMD and CUDA kernel is tested against. Plain
 // loops over natural column order, never optimised.
 //
-// Integer path, per output row and vector, with segments of 32 columns (each inside one 64-column
-// activation chunk and one scale group, see qtensor_check_shape):
-//   y = sum_g d_g * ( sum_{seg in g} chunk_scale(seg) * sum_{j in seg} c_j q_j  +  o * X_g )
-// where X_g = sum_{seg in g} segment_sum(seg) is the quantized activations' sum over the group.
-// Float path: y = sum_g d_g * sum_{j in g} (c_j + o) x_j, accumulated in double.
+// Integer path, per output row and vector, with plane p's quantized activations
+// q_p[j] * s_p[j] (a scale per column: the layout's class scale, or a 64-column block's):
+//   y = sum_g d_g * ( sum_p 2^low_p * sum_{j in g} field_p(c_j) * q_p[j] * s_p[j]  +  o * sum_{j in g} x_j )
+// Float path: y = sum_j dequantized(w_j) * x_j. Both accumulate in double.
 #include <cstring>
 #include <vector>
 
@@ -18,26 +17,32 @@ void gemm_q8_ref(const gemm_q8_args &p) {
   const qtensor &w = *p.w;
   const act_q8 &a = *p.a;
   const format_traits &t = traits(w.fmt);
-  const int64_t cols = w.cols, g = w.group ? w.group : cols;
+  const int64_t cols = w.cols, g = w.group ? w.group : cols, n_seg = (cols + 31) / 32;
   std::vector<uint8_t> codes(cols);
   for (int64_t r = p.r0; r < p.r1; r++) {
     unpack_row(w.fmt, w.row(r), cols, codes.data());
     const float *d = w.row_scales(r);
     for (int64_t v = 0; v < a.n; v++) {
-      const int8_t *q = a.q.data() + v * cols;
-      float y = 0;
+      double y = 0;
       for (int64_t j0 = 0; j0 < cols; j0 += g) {
         const int64_t j1 = std::min(cols, j0 + g);
-        float dot = 0, sum = 0;
-        for (int64_t s = j0; s < j1; s += 32) {
-          int32_t acc = 0;
-          for (int64_t j = s; j < std::min(j1, s + 32); j++) acc += (int32_t)codes[j] * q[j];
-          dot += a.chunk_scale[v * a.n_chunks + s / kChunkCols] * (float)acc;
-          sum += a.segment_sum[v * a.n_segments + s / 32];
+        double dot = 0, sum = 0;
+        int low = 0;
+        for (int pl = 0; pl < t.n_planes; pl++) {
+          const int wbits = t.plane_bits[pl];
+          const act_q8_plane &act = a.planes[width_slot(wbits)];
+          const int8_t *q = act.q.data() + v * act.q_stride;
+          const float *s = act.scale.data() + v * act.scale_stride;
+          for (int64_t j = j0; j < j1; j++) {
+            const int field = (codes[j] >> low) & ((1 << wbits) - 1);
+            dot += (double)(field << low) * q[j] * s[j];
+          }
+          low += wbits;
         }
+        for (int64_t sg = j0 / 32; sg < (j1 + 31) / 32 && sg < n_seg; sg++) sum += a.segment_sum[v * n_seg + sg];
         y += d[j0 / g] * (dot + t.offset * sum);
       }
-      p.y[v * p.ldy + r] = y;
+      p.y[v * p.ldy + r] = (float)y;
     }
   }
 }
@@ -58,6 +63,14 @@ void gemm_f32_ref(const gemm_f32_args &p) {
   }
 }
 
+void prepare_q8_ref(const float *x, int64_t n, int64_t cols, int, act_q8_plane &out) {
+  act_quantize_natural(x, n, cols, out);
+}
+
+void prepare_f32_ref(const float *, int64_t, int64_t, int, act_f32_plane &out) {
+  out.built = true;  // the reference reads act_f32::x in natural order
+}
+
 bool supports_any_group(format, int64_t) { return true; }
 
 uint64_t read_bytes_ref(const uint8_t *p, size_t n) {
@@ -72,11 +85,12 @@ uint64_t read_bytes_ref(const uint8_t *p, size_t n) {
 kernel_table make_ref_table() {
   kernel_table k{};
   k.id = ISA_REF;
-  k.vector_bytes = 0;
   for (int f = 0; f < FORMAT_COUNT; f++) {
     k.gemm_q8[f] = traits((format)f).quantized ? gemm_q8_ref : nullptr;
     k.gemm_f32[f] = gemm_f32_ref;
   }
+  k.prepare_q8 = prepare_q8_ref;
+  k.prepare_f32 = prepare_f32_ref;
   k.supports_group = supports_any_group;
   k.read_bytes = read_bytes_ref;
   return k;

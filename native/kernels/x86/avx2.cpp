@@ -11,9 +11,13 @@ namespace {
 
 struct VecAvx2 {
   static constexpr int kBytes = 32;
-  static constexpr int kGemmRows = 2, kGemmVecs = 2;
+  // VPMADDUBSW sums pairs in 16 bits: fields are shifted down to plain codes (no in-place).
+  static constexpr bool kFieldsInPlace = false;
+  static constexpr int kAccs = 4, kSums = 8;  // 4 x 8 lanes = 32 activation classes per row
+  static constexpr int kGemvRows = 2, kGemmRows = 1, kGemmVecs = 2;
   using Codes = __m256i;
-  using Acc = __m256i;  // 16-bit partial sums; f_scale widens them to 32-bit lanes
+  using Sum = __m256i;   // 32-bit lanes
+  using Part = __m256i;  // 16-bit partial sums of one load, widened into Sum by part_end
   using Fv = __m256;
 
   static Codes load(const uint8_t *p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)); }
@@ -23,15 +27,17 @@ struct VecAvx2 {
     if constexpr (K == 0) return _mm256_and_si256(v, mask);
     else return _mm256_and_si256(_mm256_srli_epi16(v, W * K), mask);
   }
-  static Acc acc_zero() { return _mm256_setzero_si256(); }
-  static Acc dot(Acc acc, Codes c, const int8_t *x) {
+  static Sum sum_zero() { return _mm256_setzero_si256(); }
+  static constexpr bool kPartIsSum = false;
+  static Part part_zero() { return _mm256_setzero_si256(); }
+  static Part dot(Part acc, Codes c, const int8_t *x) {
     return _mm256_add_epi16(acc, _mm256_maddubs_epi16(c, load(reinterpret_cast<const uint8_t *>(x))));
   }
+  static void part_end(Sum &sum, Part part) { sum = _mm256_add_epi32(sum, _mm256_madd_epi16(part, _mm256_set1_epi16(1))); }
   static Fv f_zero() { return _mm256_setzero_ps(); }
-  static __m256 widen(Acc acc) { return _mm256_cvtepi32_ps(_mm256_madd_epi16(acc, _mm256_set1_epi16(1))); }
-  static Fv f_scale(Acc acc, const float *s, Fv f) { return _mm256_fmadd_ps(widen(acc), _mm256_loadu_ps(s), f); }
-  static Fv f_scale_by(Acc acc, const float *s, float g, Fv f) {
-    return _mm256_fmadd_ps(widen(acc), _mm256_mul_ps(_mm256_loadu_ps(s), _mm256_set1_ps(g)), f);
+  static Fv f_scale(Sum sum, const float *s, Fv f) { return _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_loadu_ps(s), f); }
+  static Fv f_scale_by(Sum sum, const float *s, float g, Fv f) {
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(_mm256_loadu_ps(s), _mm256_set1_ps(g)), f);
   }
   static Fv f_add_scaled(Fv part, float g, Fv f) { return _mm256_fmadd_ps(part, _mm256_set1_ps(g), f); }
   static Fv f_codes(Codes c, const float *x, Fv f) {

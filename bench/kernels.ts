@@ -1,0 +1,145 @@
+/**
+ * Kernel benchmark (npm run bench:kernels): GEMV and GEMM for every format and instruction set,
+ * 1 and 2 threads, in two regimes — DRAM-bound (cycling through enough matrices that >= 512 MiB
+ * of weights stream per pass) and cache-resident (one matrix of at most 16 MiB, repeated) — with
+ * each kernel's weight throughput as a ratio to this machine's read bandwidth measured in the same
+ * run. Prints a table and writes bench/results/kernels.json.
+ *
+ * Options: --isa avx512,avx2  --threads 1,2  --formats b2,b4  --regimes dram,cache,gemm
+ *          --max-time SECONDS (per measurement, default 0.5)  --out FILE
+ */
+import Benchmark from 'benchmark';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { cpuInfo } from '../lib';
+import { type AddonQTensor, binding, type IsaName } from '../lib/native';
+import { cacheBandwidth, dramBandwidth, MiB } from './bandwidth';
+
+const FORMATS = ['b1', 't158', 'b2', 'b3', 'b4'] as const;
+type Format = (typeof FORMATS)[number];
+const CODES: Record<Format, number> = { b1: 2, t158: 3, b2: 4, b3: 8, b4: 16 };
+const GEMV_SHAPES: [number, number][] = [[4096, 4096], [11008, 4096], [4096, 11008], [2048, 8192], [8192, 2048], [3584, 1280]];
+const GEMM_SHAPES: [number, number][] = [[4096, 4096], [2048, 8192], [3584, 1280]];
+const GEMM_N = [16, 64, 128];
+const DRAM_BYTES = 512 * MiB;
+const CACHE_LIMIT = 16 * MiB;
+
+export interface KernelResult {
+  format: Format;
+  isa: IsaName;
+  threads: number;
+  regime: 'dram' | 'cache';
+  rows: number;
+  cols: number;
+  n: number;
+  seconds: number;
+  weightGBps: number;
+  ratioToBandwidth: number;
+  gops: number;
+  bandwidthGBps: number;
+}
+
+const { values } = parseArgs({
+  options: {
+    isa: { type: 'string' }, threads: { type: 'string', default: '1,2' }, formats: { type: 'string', default: FORMATS.join(',') },
+    regimes: { type: 'string', default: 'dram,cache,gemm' }, 'max-time': { type: 'string', default: '0.5' },
+    out: { type: 'string', default: path.join(__dirname, 'results', 'kernels.json') },
+  },
+});
+const info = cpuInfo();
+const isas = (values.isa?.split(',') ?? info.isas.filter((i) => i !== 'ref')) as IsaName[];
+const threadCounts = values.threads!.split(',').map(Number);
+const formats = values.formats!.split(',') as Format[];
+const regimes = new Set(values.regimes!.split(','));
+const maxTime = Number(values['max-time']);
+
+// benchmark.js would otherwise recompile fn from its source text, losing the closure.
+(Benchmark as unknown as { support: { decompilation: boolean } }).support.decompilation = false;
+
+/** Mean seconds per call of fn, by benchmark.js (at least 5 samples, about maxTime seconds). */
+function time(fn: () => void): number {
+  const bench = new Benchmark({ fn, maxTime, minSamples: 5, initCount: 1 });
+  bench.run();
+  if (bench.error) throw bench.error;
+  return bench.stats.mean;
+}
+
+/** A rows x cols matrix of random codes and per-row scales (the data does not change the speed). */
+function randomMatrix(format: Format, rows: number, cols: number): AddonQTensor {
+  const codes = new Uint8Array(rows * cols);
+  for (let i = 0; i < codes.length; i++) codes[i] = (Math.random() * CODES[format]) | 0;
+  const scales = Float32Array.from({ length: rows }, () => 0.01 + Math.random() * 0.01);
+  return binding().AddonQTensor.fromCodes(format, rows, cols, 0, codes, scales);
+}
+
+function copies(t: AddonQTensor, count: number): AddonQTensor[] {
+  const { format, rows, cols } = t.info();
+  const packed = t.packed(), scales = t.scales();
+  return Array.from({ length: count }, () => binding().AddonQTensor.fromPacked(format, rows, cols, 0, packed, scales));
+}
+
+const results: KernelResult[] = [];
+
+function record(r: Omit<KernelResult, 'weightGBps' | 'ratioToBandwidth' | 'gops'>, bytes: number) {
+  const weightGBps = bytes / r.seconds / 1e9;
+  const row: KernelResult = {
+    ...r, weightGBps, ratioToBandwidth: weightGBps / r.bandwidthGBps, gops: (2 * r.rows * r.cols * r.n) / r.seconds / 1e9,
+  };
+  results.push(row);
+  console.log(
+    `${row.format.padEnd(5)} ${row.isa.padEnd(13)} ${row.threads}t ${row.regime.padEnd(5)} ${`${row.rows}x${row.cols}`.padEnd(11)} n=${String(row.n).padEnd(4)}` +
+      ` ${(row.seconds * 1e6).toFixed(1).padStart(9)} us ${row.weightGBps.toFixed(1).padStart(6)} GB/s  ratio ${row.ratioToBandwidth.toFixed(2)}` +
+      `  ${row.gops.toFixed(0).padStart(5)} GOP/s  (bandwidth ${row.bandwidthGBps.toFixed(1)})`,
+  );
+}
+
+function gemv(format: Format, rows: number, cols: number) {
+  const one = randomMatrix(format, rows, cols);
+  const bytes = one.info().bytes;
+  const x = Float32Array.from({ length: cols }, () => Math.random() - 0.5);
+  const dram = regimes.has('dram') ? copies(one, Math.ceil(DRAM_BYTES / bytes)) : [];
+  for (const isa of isas) {
+    for (const threads of threadCounts) {
+      if (dram.length) {
+        let i = 0;
+        const seconds = time(() => void dram[i++ % dram.length].matmulSync(x, 1, threads, 'int8', isa));
+        record({ format, isa, threads, regime: 'dram', rows, cols, n: 1, seconds, bandwidthGBps: dramBandwidth(threads, isas) }, bytes);
+      }
+      if (regimes.has('cache') && bytes <= CACHE_LIMIT) {
+        const seconds = time(() => void one.matmulSync(x, 1, threads, 'int8', isa));
+        record({ format, isa, threads, regime: 'cache', rows, cols, n: 1, seconds, bandwidthGBps: cacheBandwidth(bytes, threads, isas) }, bytes);
+      }
+    }
+  }
+  for (const t of [one, ...dram]) t.dispose();
+}
+
+function gemm(format: Format, rows: number, cols: number) {
+  const w = randomMatrix(format, rows, cols);
+  const bytes = w.info().bytes;
+  for (const n of GEMM_N) {
+    const x = Float32Array.from({ length: n * cols }, () => Math.random() - 0.5);
+    for (const isa of isas) {
+      for (const threads of threadCounts) {
+        const seconds = time(() => void w.matmulSync(x, n, threads, 'int8', isa));
+        record({ format, isa, threads, regime: 'cache', rows, cols, n, seconds, bandwidthGBps: cacheBandwidth(bytes, threads, isas) }, bytes);
+      }
+    }
+  }
+  w.dispose();
+}
+
+console.log(`lowbit kernel benchmark: ${info.arch}, ISAs ${isas.join(', ')}, threads ${threadCounts.join(', ')}`);
+for (const threads of threadCounts) {
+  console.log(`read bandwidth, ${threads} thread(s): DRAM ${dramBandwidth(threads, isas).toFixed(1)} GB/s, 16 MiB ${cacheBandwidth(16 * MiB, threads, isas).toFixed(1)} GB/s`);
+}
+for (const format of formats) {
+  if (regimes.has('dram') || regimes.has('cache')) for (const [rows, cols] of GEMV_SHAPES) gemv(format, rows, cols);
+  if (regimes.has('gemm')) for (const [rows, cols] of GEMM_SHAPES) gemm(format, rows, cols);
+}
+
+fs.mkdirSync(path.dirname(values.out!), { recursive: true });
+fs.writeFileSync(values.out!, `${JSON.stringify(results, null, 2)}\n`);
+console.log(`wrote ${results.length} rows to ${values.out}`);
