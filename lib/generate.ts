@@ -33,6 +33,8 @@ export interface GenerateOptions extends SamplingOptions {
   signal?: AbortSignal;
   /** Put the BOS token before a text prompt. Defaults to `true` when the model has one. */
   bos?: boolean;
+  /** Keep generating past end-of-text tokens (for benchmarks). Defaults to `false`. */
+  ignoreEos?: boolean;
 }
 
 export interface GenerateChunk {
@@ -58,7 +60,9 @@ export interface GenerationStats {
   finishReason: FinishReason;
 }
 
-const GENERATE_OPTIONS = ['temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'repeatLastN', 'seed', 'maxTokens', 'stop', 'signal', 'bos'] as const;
+const GENERATE_OPTIONS = [
+  'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'repeatLastN', 'seed', 'maxTokens', 'stop', 'signal', 'bos', 'ignoreEos',
+] as const;
 
 export interface ResolvedGenerateOptions {
   sampler: { temperature: number; topK: number; topP: number; minP: number; repeatPenalty: number; repeatLastN: number };
@@ -67,6 +71,7 @@ export interface ResolvedGenerateOptions {
   stop: string[];
   signal: AbortSignal | undefined;
   bos: boolean | undefined;
+  ignoreEos: boolean;
 }
 
 /** Checks generate() options and fills in defaults. */
@@ -79,7 +84,9 @@ export function resolveGenerateOptions(options: unknown): ResolvedGenerateOption
     throw invalidParameter('stop', 'an array of non-empty strings', o.stop);
   }
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalidParameter('signal', 'an AbortSignal', o.signal);
-  if (o.bos !== undefined && typeof o.bos !== 'boolean') throw invalidParameter('bos', 'a boolean', o.bos);
+  for (const flag of ['bos', 'ignoreEos'] as const) {
+    if (o[flag] !== undefined && typeof o[flag] !== 'boolean') throw invalidParameter(flag, 'a boolean', o[flag]);
+  }
   return {
     sampler: {
       temperature: num('temperature', 0.8, 0, 100),
@@ -94,6 +101,7 @@ export function resolveGenerateOptions(options: unknown): ResolvedGenerateOption
     stop: (o.stop as string[] | undefined) ?? [],
     signal: o.signal as AbortSignal | undefined,
     bos: o.bos as boolean | undefined,
+    ignoreEos: (o.ignoreEos as boolean | undefined) ?? false,
   };
 }
 
@@ -229,7 +237,7 @@ export class LowbitGeneration implements AsyncIterable<GenerateChunk> {
           stats.finishReason = 'abort';
           throw abortError(signal);
         }
-        if (stopIds.has(next)) {
+        if (!this.options.ignoreEos && stopIds.has(next)) {
           stats.finishReason = 'eos';
           break;
         }

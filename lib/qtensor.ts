@@ -5,6 +5,7 @@
  * f16/f32 hold plain floats. See docs/KERNELS.md for the packing.
  */
 import { DisposedError } from './errors';
+import { f32ToBf16, f32ToF16 } from './io/dtypes';
 import {
   type ActivationMode, type AddonQTensor, awaitNative, binding, callNative, type FormatName, type QuantMethod,
 } from './native';
@@ -141,9 +142,20 @@ export class QTensor {
     return this.native;
   }
 
-  /** The weights as floats, row-major. */
-  dequantize(): Float32Array {
-    return this.#live().dequantize();
+  /**
+   * The weights, row-major: as float32 values d * (c + o), or rounded to `f16`/`bf16` bits. A
+   * tensor quantized with method `exact` from f16/bf16 weights gives back its input bit for bit
+   * that way (and from f32 weights, as float32).
+   */
+  dequantize(): Float32Array;
+  dequantize(dtype: 'f32'): Float32Array;
+  dequantize(dtype: 'f16' | 'bf16'): Uint16Array;
+  dequantize(dtype: 'f32' | 'f16' | 'bf16' = 'f32'): Float32Array | Uint16Array {
+    oneOf('dtype', dtype, ['f32', 'f16', 'bf16'] as const);
+    const values = this.#live().dequantize();
+    if (dtype === 'f32') return values;
+    const round = dtype === 'bf16' ? f32ToBf16 : f32ToF16;
+    return Uint16Array.from(values, round);
   }
 
   /** Codes (0 .. 2^bits-1), one byte per weight, row-major. Quantized formats only. */

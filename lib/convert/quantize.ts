@@ -19,14 +19,16 @@ import { type QTensor, QUANT_METHODS, type QuantFormat, type QuantMethod, quanti
 import { integerIn, invalidParameter, knownOptions, oneOf, plainObject } from '../validate';
 import { LOWBIT_VERSION } from '../version';
 import { tokenizerToEmbed } from './embed-tokenizer';
-import { exactScales } from './exact-scales';
 import { type TorchFloat, fakeQuantizeRows, promotedDtype } from './paretoq';
 import { type ProgressListener, recipeDate, yieldToEventLoop } from './progress';
 import { type Bits, type TensorBitsRule, TensorBitsMatcher, checkTensorBits, formatOfBits, parseBits } from './recipe';
 
 /** Options of `quantizeModel`. */
 export interface QuantizeModelOptions {
-  /** Bits of the linear layers: 1, 1.58, 2, 3 or 4 (formats b1, t158, b2, b3, b4), as a number or text. */
+  /**
+   * Bits of the linear layers: 1, 1.58, 2, 3 or 4 (formats b1, t158, b2, b3, b4), as a number or
+   * text. Latent weights whose config.json names ParetoQ's `w_bits` need those bits with `exact`.
+   */
   readonly bits: number | string;
   /**
    * `exact`: the ParetoQ path, exact in the checkpoint's precision (docs/FORMAT.md); weights must
@@ -195,10 +197,9 @@ async function quantizerInput(source: ModelSource, job: LinearJob, method: Quant
 async function quantizeLinear(source: ModelSource, job: LinearJob, o: ResolvedOptions): Promise<QTensor> {
   const { weights, dtype } = await quantizerInput(source, job, o.method);
   try {
-    const quantized = await quantizeAsync(weights, job.rows, job.cols, {
+    return await quantizeAsync(weights, job.rows, job.cols, {
       format: job.format, method: o.method, group: o.group, ...(dtype && { dtype }), ...(o.threads && { threads: o.threads }),
     });
-    return o.method === 'exact' ? exactScales(quantized, weights, dtype) : quantized;
   } catch (error) {
     if (!(error instanceof LowbitError) || error.code !== 'LOWBIT_OFF_GRID') throw error;
     const what = job.clip ? 'its ParetoQ fake-quantized values are' : 'it is';
@@ -269,15 +270,17 @@ const LINEAR_ROLES = new Set<LayerRole>(['self_attn.q_proj', 'self_attn.k_proj',
 interface Plan {
   readonly tensors: LowbitTensorToWrite[];
   readonly formats: Partial<Record<QuantFormat, number>>;
-  /** How many linear layers were latent (with clip values) and how many stored as they are. */
+  /** How many linear layers were latent (with clip values). */
   readonly latent: number;
+  /** The bits chosen for the latent ones. */
+  readonly latentBits: Bits[];
 }
 
 function planTensors(source: ModelSource, config: LlamaConfig, matcher: TensorBitsMatcher, o: ResolvedOptions): Plan {
   const tensor = (name: string) => source.tensors.get(name)!;
   const tensors: LowbitTensorToWrite[] = [floatTensor(source, tensor(EMBED_TOKENS), o.embeddings)];
   const formats: Partial<Record<QuantFormat, number>> = {};
-  let latent = 0;
+  const latentBits: Bits[] = [];
   for (let layer = 0; layer < config.nLayers; layer++) {
     for (const role of LAYER_ROLES) {
       const info = tensor(layerTensorName(layer, role));
@@ -285,22 +288,40 @@ function planTensors(source: ModelSource, config: LlamaConfig, matcher: TensorBi
         tensors.push(floatTensor(source, info, 'f32'));
         continue;
       }
-      const format = formatOfBits(matcher.bitsFor(layer, role));
+      const bits = matcher.bitsFor(layer, role);
+      const format = formatOfBits(bits);
       const clip = source.tensors.get(clipValName(info.name));
-      if (clip !== undefined) latent++;
+      if (clip !== undefined) latentBits.push(bits);
       formats[format] = (formats[format] ?? 0) + 1;
       tensors.push(linearTensor(source, { info, clip, format, rows: info.shape[0], cols: info.shape[1] }, o));
     }
   }
   tensors.push(floatTensor(source, tensor(FINAL_NORM), 'f32'));
   if (!config.tiedEmbeddings) tensors.push(floatTensor(source, tensor(LM_HEAD), o.embeddings));
-  return { tensors, formats, latent };
+  return { tensors, formats, latent: latentBits.length, latentBits };
 }
 
 function sourceWeightBytes(source: ModelSource): number {
   let sum = 0;
   for (const info of source.tensors.values()) sum += info.byteLength + (isLowbitTensor(info) ? info.readScales().byteLength : 0);
   return sum;
+}
+
+/** ParetoQ's `w_bits` encoding (config.json of its training runs): 0 is ternary. */
+const PARETOQ_W_BITS: Readonly<Record<number, Bits>> = { 0: 1.58, 1: 1, 2: 2, 3: 3, 4: 4 };
+
+/**
+ * Latent weights reproduce the training forward only at the bits they were trained for: a
+ * config.json naming ParetoQ's `w_bits` must agree with the bits chosen for every latent layer.
+ */
+function checkTrainedBits(source: ModelSource, plan: Plan, o: ResolvedOptions): void {
+  const wBits = source.metadata.get('w_bits');
+  const trained = typeof wBits === 'number' ? PARETOQ_W_BITS[wBits] : undefined;
+  if (o.method !== 'exact' || trained === undefined) return;
+  const other = plan.latentBits.find((bits) => bits !== trained);
+  if (other !== undefined) {
+    throw invalidParameter('bits', `${trained} for these latent weights (config.json: w_bits ${String(wBits)}; --method exact reproduces ParetoQ's forward at the trained bits)`, other, true);
+  }
 }
 
 /** Where exact weights came from, for the recipe. */
@@ -326,6 +347,7 @@ export async function quantizeModel(input: string, output: string, options: Quan
     const matcher = new TensorBitsMatcher(o.rules, o.bits);
     const plan = planTensors(source, config, matcher, o);
     matcher.checkAllUsed();
+    checkTrainedBits(source, plan, o);
     const recipe: LowbitRecipe = {
       tool: 'quantize', bits: o.bits, method: o.method, group: o.group, tensorBits: o.rules, embeddings: o.embeddings,
       source: path.basename(input), lowbitVersion: LOWBIT_VERSION, date: recipeDate(),

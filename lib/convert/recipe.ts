@@ -10,7 +10,7 @@ import { invalidParameter } from '../validate';
 export const BITS_FORMATS = { 1: 'b1', 1.58: 't158', 2: 'b2', 3: 'b3', 4: 'b4' } as const satisfies Record<number, QuantFormat>;
 export type Bits = keyof typeof BITS_FORMATS;
 
-const BITS_TEXT = "one of 1, 1.58, 2, 3, 4";
+const BITS_TEXT = 'one of 1, 1.58, 2, 3, 4';
 
 /** A bit width given as a number or its text ('1.58'); anything else is a TypeError/RangeError. */
 export function parseBits(name: string, value: unknown): Bits {

@@ -8,7 +8,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { f32ToF16 } from '../io/dtypes';
+import { f16ToF32, f32ToF16 } from '../io/dtypes';
 import { EMBED_TOKENS, FINAL_NORM, LAYER_ROLES, LM_HEAD, layerTensorName } from '../io/llama';
 import {
   type LowbitFileContent, type LowbitRecipe, type LowbitTensorToWrite, type LowbitTokenizer, writeLowbitFile,
@@ -52,11 +52,16 @@ function mobileLlm(nLayers: number, dim: number, nHeads: number, nKvHeads: numbe
  * Llama 2 vocabulary). `llama-2-7b`: Meta's Llama-2-7b config.json (4096, 11008, 32 layers, 32
  * heads, 32 KV heads, vocab 32000, 4096 positions, untied). `llama-3-8b`: Meta-Llama-3-8B
  * config.json (4096, 14336, 32 layers, 32 heads, 8 KV heads, vocab 128256, 8192 positions,
- * rope theta 500000, untied). `tiny` is for tests (vocab of stories260K's tok512.model).
+ * rope theta 500000, untied). `tiny` and `tiny-256` (widths that are whole TQ blocks) are for
+ * tests (vocab of stories260K's tok512.model).
  */
 export const SYNTH_SHAPES = {
   tiny: {
     config: { ...BASE, dim: 64, hiddenDim: 160, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 16, vocabSize: 512, maxSeqLen: 256, tiedEmbeddings: false },
+    tokenizer: 'stories260K/tok512.model',
+  },
+  'tiny-256': {
+    config: { ...BASE, dim: 256, hiddenDim: 512, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 512, maxSeqLen: 256, tiedEmbeddings: false },
     tokenizer: 'stories260K/tok512.model',
   },
   'mobilellm-125m': mobileLlm(30, 576, 9, 3, 1536),
@@ -177,9 +182,13 @@ const NORM_STD = 0.05;
 /** Weights per generated chunk. */
 const CHUNK_ELEMENTS = 1 << 22;
 
+/**
+ * Scales are f16 values, so the same weights written as GGUF (whose block scales are f16) compute
+ * exactly the same function in llama.cpp (bench/generate.ts).
+ */
 function rowScales(format: QuantFormat, rows: number, seed: number, name: string): Float32Array {
   const next = randomStream(seed, `${name}:scales`);
-  return Float32Array.from({ length: rows }, () => STEP_PER_STD[format] * WEIGHT_STD * Math.exp(ROW_STD_SPREAD * NORMAL_TABLE[next() >>> 16]));
+  return Float32Array.from({ length: rows }, () => f16ToF32(f32ToF16(STEP_PER_STD[format] * WEIGHT_STD * Math.exp(ROW_STD_SPREAD * NORMAL_TABLE[next() >>> 16]))));
 }
 
 function linearTensor(name: string, format: QuantFormat, rows: number, cols: number, seed: number): LowbitTensorToWrite {

@@ -176,12 +176,14 @@ const FLOAT_DECODERS: Partial<Record<TensorDType, (bytes: DataView, i: number) =
 
 /**
  * A block format seen as unsigned codes: element = d · (code + offset), with d the block's f16 scale
- * at byte `scaleAt` of the block, and `codes` writing the block's codes in element order.
+ * at byte `scaleAt` of the block; `codes` reads the block's codes in element order and `pack`
+ * writes them (the inverse).
  */
 interface BlockCodec {
   readonly offset: number;
   readonly scaleAt: number;
   codes(bytes: DataView, at: number, out: Uint8Array, o: number): void;
+  pack(codes: Uint8Array, o: number, bytes: DataView, at: number): void;
 }
 
 const BLOCK_CODECS: Partial<Record<TensorDType, BlockCodec>> = {
@@ -190,6 +192,9 @@ const BLOCK_CODECS: Partial<Record<TensorDType, BlockCodec>> = {
     scaleAt: 0,
     codes(bytes, at, out, o) {
       for (let j = 0; j < 32; j++) out[o + j] = bytes.getInt8(at + 2 + j) + 128;
+    },
+    pack(codes, o, bytes, at) {
+      for (let j = 0; j < 32; j++) bytes.setInt8(at + 2 + j, codes[o + j] - 128);
     },
   },
   q4_0: {
@@ -202,6 +207,9 @@ const BLOCK_CODECS: Partial<Record<TensorDType, BlockCodec>> = {
         out[o + j] = q & 0x0f;
         out[o + j + 16] = q >> 4;
       }
+    },
+    pack(codes, o, bytes, at) {
+      for (let j = 0; j < 16; j++) bytes.setUint8(at + 2 + j, codes[o + j] | (codes[o + j + 16] << 4));
     },
   },
   tq1_0: {
@@ -219,6 +227,14 @@ const BLOCK_CODECS: Partial<Record<TensorDType, BlockCodec>> = {
         for (let m = 0; m < 4; m++) out[o++] = tritAt(bytes.getUint8(at + 48 + m), n);
       }
     },
+    pack(codes, o, bytes, at) {
+      const trits = (first: number, count: number, stride: number) =>
+        Array.from({ length: 5 }, (_, n) => (n < count ? codes[o + first + stride * n] : 0));
+      for (let m = 0; m < 32; m++) bytes.setUint8(at + m, packTrits(trits(m, 5, 32)));
+      for (let m = 0; m < 16; m++) bytes.setUint8(at + 32 + m, packTrits(trits(160 + m, 5, 16)));
+      // qh: four trits each, shifted up one trit so the first is the most significant of five.
+      for (let m = 0; m < 4; m++) bytes.setUint8(at + 48 + m, packTrits(trits(240 + m, 4, 4)));
+    },
   },
   tq2_0: {
     offset: -1,
@@ -232,6 +248,15 @@ const BLOCK_CODECS: Partial<Record<TensorDType, BlockCodec>> = {
         }
       }
     },
+    pack(codes, o, bytes, at) {
+      for (let group = 0; group < 2; group++) {
+        for (let m = 0; m < 32; m++) {
+          let byte = 0;
+          for (let l = 0; l < 4; l++) byte |= (codes[o + 128 * group + 32 * l + m] & 3) << (2 * l);
+          bytes.setUint8(at + 32 * group + m, byte);
+        }
+      }
+    },
   },
 };
 
@@ -242,6 +267,12 @@ const BLOCK_CODECS: Partial<Record<TensorDType, BlockCodec>> = {
 function tritAt(byte: number, n: number): number {
   const q = (byte * 3 ** n) & 0xff;
   return (q * 3) >> 8;
+}
+
+/** Five base-3 digits (most significant first) as a TQ1_0 byte: ceil(v * 256 / 243). */
+function packTrits(digits: readonly number[]): number {
+  const value = digits.reduce((v, t) => v * 3 + t, 0);
+  return Math.floor((value * 256 + 242) / 243) & 0xff;
 }
 
 /** A view of the bytes `count` elements of `dtype` need; throws RangeError when they are not there. */
@@ -279,6 +310,26 @@ export function blockCodes(dtype: TensorDType, bytes: Uint8Array, count: number)
     codec.codes(view, block * blockBytes, codes, block * blockElements);
   }
   return { codes, scales, offset: codec.offset };
+}
+
+/**
+ * The inverse of `blockCodes`: writes codes (one per element) and one scale per block as a block
+ * format. Scales are stored as f16, so a scale that is not an f16 value is rounded.
+ */
+export function encodeBlocks(dtype: TensorDType, codes: Uint8Array, scales: Float32Array): Uint8Array {
+  const codec = BLOCK_CODECS[dtype];
+  if (codec === undefined) throw new RangeError(`${dtype} is not a block format`);
+  const { blockElements, blockBytes } = dtypeLayout(dtype);
+  if (codes.length !== scales.length * blockElements) {
+    throw new RangeError(`${scales.length} ${dtype} blocks need ${scales.length * blockElements} codes, got ${codes.length}`);
+  }
+  const out = new Uint8Array(scales.length * blockBytes);
+  const view = new DataView(out.buffer);
+  for (let block = 0; block < scales.length; block++) {
+    view.setUint16(block * blockBytes + codec.scaleAt, f32ToF16(scales[block]), true);
+    codec.pack(codes, block * blockElements, view, block * blockBytes);
+  }
+  return out;
 }
 
 /**

@@ -3,7 +3,7 @@
  * checks every reader runs on the config and tensor set it produces.
  */
 import { LowbitFormatError } from '../errors';
-import type { LlamaConfig, TensorInfo } from './types';
+import type { LlamaConfig, RopeStyle, TensorInfo } from './types';
 
 /** Token embedding, `[vocab, dim]`. */
 export const EMBED_TOKENS = 'model.embed_tokens.weight';
@@ -59,6 +59,28 @@ export function canonicalShapes(config: LlamaConfig): Map<string, number[]> {
   shapes.set(FINAL_NORM, [config.dim]);
   if (!config.tiedEmbeddings) shapes.set(LM_HEAD, [config.vocabSize, config.dim]);
   return shapes;
+}
+
+/**
+ * Row order that moves a q/k projection between RoPE layouts: row r of the result is row
+ * `order[r]` of the input. Hugging Face's converter permutes Meta's interleaved pairs (2i, 2i+1)
+ * of each head to (i, i + half) (`permute(w, n_heads)`: head row 2i + t goes to t * half + i);
+ * `to: 'interleaved'` undoes it.
+ */
+export function ropeRowOrder(rows: number, nHeads: number, to: RopeStyle): Int32Array {
+  const headRows = rows / nHeads, half = headRows / 2;
+  if (!Number.isInteger(headRows) || headRows % 2 !== 0) throw new RangeError(`cannot split ${rows} rows into ${nHeads} heads of pairs`);
+  const order = new Int32Array(rows);
+  for (let head = 0; head < nHeads; head++) {
+    for (let i = 0; i < half; i++) {
+      for (let t = 0; t < 2; t++) {
+        const interleaved = head * headRows + 2 * i + t, rotateHalf = head * headRows + t * half + i;
+        if (to === 'half') order[rotateHalf] = interleaved;
+        else order[interleaved] = rotateHalf;
+      }
+    }
+  }
+  return order;
 }
 
 /** Rejects configs no Llama forward pass can run (non-positive sizes, heads that do not group). */

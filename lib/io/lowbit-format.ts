@@ -343,7 +343,7 @@ function readRecipe(file: string, header: SafetensorsHeader): JsonObject {
 
 /** Options of `openLowbitFile`. */
 export interface LowbitOpenOptions {
-  /** A tokenizer file to use instead of the embedded one. */
+  /** A tokenizer file to use instead of the embedded one. Defaults to the embedded one. */
   readonly tokenizer?: string;
 }
 
@@ -507,7 +507,7 @@ export function planLowbitFile(path: string, content: LowbitFileContent): Lowbit
 
 /** Options of `writeLowbitFile`. */
 export interface LowbitWriteOptions {
-  /** Called after each stored tensor (packed data, scales, float tensor, tokenizer) is on disk. */
+  /** Called after each stored tensor (packed data, scales, float tensor, tokenizer) is on disk. Defaults to none. */
   readonly onTensorWritten?: (written: number, total: number, name: string) => void;
 }
 

@@ -83,7 +83,7 @@ export interface SafetensorsStreamTensor extends SafetensorsTensorSpec {
 
 /** Options of `writeSafetensorsStream`. */
 export interface SafetensorsStreamOptions {
-  /** Called after each tensor is on disk, with its index. */
+  /** Called after each tensor is on disk, with its index. Defaults to none. */
   readonly onTensorWritten?: (index: number, tensor: SafetensorsStreamTensor) => void;
 }
 

@@ -2,6 +2,9 @@
 #include "qtensor.h"
 
 #include <cstdlib>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #include <cstring>
 #include <new>
 #include <stdexcept>
@@ -9,9 +12,15 @@
 namespace lb {
 
 aligned_buffer::aligned_buffer(size_t bytes) : size_(bytes) {
-  const size_t total = (bytes + kPadding + kAlign - 1) / kAlign * kAlign;
-  data_ = static_cast<uint8_t *>(std::aligned_alloc(kAlign, total));
+  // Large tensors go on 2 MiB boundaries and ask for transparent huge pages: kernels stream
+  // them, and 4 KiB pages would cost a TLB miss every few rows.
+  const size_t align = bytes >= kHugePage ? kHugePage : kAlign;
+  const size_t total = (bytes + kPadding + align - 1) / align * align;
+  data_ = static_cast<uint8_t *>(std::aligned_alloc(align, total));
   if (!data_) throw std::bad_alloc();
+#if defined(__linux__)
+  if (align == kHugePage) madvise(data_, total, MADV_HUGEPAGE);
+#endif
   std::memset(data_ + bytes, 0, total - bytes);
 }
 

@@ -25,6 +25,7 @@ class aligned_buffer {
 
   static constexpr size_t kAlign = 64;
   static constexpr size_t kPadding = 64;
+  static constexpr size_t kHugePage = 2 << 20;
 
  private:
   uint8_t *data_;

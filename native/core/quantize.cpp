@@ -51,24 +51,31 @@ struct grid_value {
   int code;
 };
 
-// Is every distinct value v exactly round_src(d * (c + o)) for some code c? Fills the codes.
-bool fits_grid(const format_traits &t, float d, source_dtype src, std::vector<grid_value> &vals) {
+// Is every distinct value v exactly round_src(d * (c + o)) for some code c? Fills the codes and
+// returns how many values d * (c + o) gives exactly in float32 (without the source rounding),
+// or -1 when d does not fit.
+int fits_grid(const format_traits &t, float d, source_dtype src, std::vector<grid_value> &vals) {
+  int exact = 0;
   for (grid_value &gv : vals) {
     const int guess = nearest_code(t, gv.value, d);
     bool found = false;
     // The nearest code is the answer unless source rounding moved a value across a midpoint.
     for (int c = std::max(guess - 1, 0); c <= std::min(guess + 1, t.n_codes - 1) && !found; c++) {
-      if (round_to_source(d * level(t, c), src) == gv.value) {
+      const float w = d * level(t, c);
+      if (round_to_source(w, src) == gv.value) {
         gv.code = c;
         found = true;
+        exact += w == gv.value;
       }
     }
-    if (!found) return false;
+    if (!found) return -1;
   }
-  return true;
+  return exact;
 }
 
-// Finds the largest scale d that reproduces every value of the group; false if none does.
+// Finds a scale d that reproduces every value of the group in its source precision; false if
+// none does. Of those, the one that also gives the most values exactly in float32 wins (a bf16
+// checkpoint's levels are not always exact multiples of one scale), then the largest.
 bool exact_group(const format_traits &t, const float *w, int64_t n, source_dtype src, float *d_out,
                  uint8_t *codes, std::string *why) {
   std::vector<grid_value> vals;
@@ -98,21 +105,28 @@ bool exact_group(const format_traits &t, const float *w, int64_t n, source_dtype
   }
   candidates.push_back(0.0f);  // an all-zero group
   std::sort(candidates.begin(), candidates.end(), [](float a, float b) { return a > b; });
+  int best_exact = -1;
+  float best = 0;
   for (float d : candidates) {
-    if (!fits_grid(t, d, src, vals)) continue;
-    for (int64_t j = 0; j < n; j++) {
-      for (const grid_value &gv : vals) {
-        if (gv.value == w[j]) {
-          codes[j] = (uint8_t)gv.code;
-          break;
-        }
+    const int exact = fits_grid(t, d, src, vals);
+    if (exact > best_exact) best_exact = exact, best = d;
+    if (best_exact == (int)vals.size()) break;
+  }
+  if (best_exact < 0) {
+    *why = "has no scale d that puts its values on the levels d*{" + levels_text(t) + "}";
+    return false;
+  }
+  fits_grid(t, best, src, vals);
+  for (int64_t j = 0; j < n; j++) {
+    for (const grid_value &gv : vals) {
+      if (gv.value == w[j]) {
+        codes[j] = (uint8_t)gv.code;
+        break;
       }
     }
-    *d_out = d;
-    return true;
   }
-  *why = "has no scale d that puts its values on the levels d*{" + levels_text(t) + "}";
-  return false;
+  *d_out = best;
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -99,13 +100,20 @@ struct kernel_table {
   act_shape shape;                      // activation layout the kernels read
   gemm_q8_fn gemm_q8[FORMAT_COUNT];     // quantized weights x int8 activations
   gemm_f32_fn gemm_f32[FORMAT_COUNT];   // any weights x float activations
-  // Builds the layouts of plane width w for n vectors of x (row-major n x cols).
-  void (*prepare_q8)(const float *x, int64_t n, int64_t cols, int w, act_q8_plane &out);
-  void (*prepare_f32)(const float *x, int64_t n, int64_t cols, int w, act_f32_plane &out);
+  // Builds the layouts of plane width w for n vectors of x (row-major n x cols), on up to
+  // `threads` threads when n is large (prefill).
+  void (*prepare_q8)(const float *x, int64_t n, int64_t cols, int w, act_q8_plane &out, int threads);
+  void (*prepare_f32)(const float *x, int64_t n, int64_t cols, int w, act_f32_plane &out, int threads);
   // Scale groups this table's kernels handle for format f (others use the reference).
   bool (*supports_group)(format f, int64_t group);
   // Reads n bytes (n a multiple of 256) as fast as the ISA allows; for bandwidth measurement.
   uint64_t (*read_bytes)(const uint8_t *p, size_t n);
+  // Attention over a KV cache of f32 or f16 rows: dot products with a float query, and
+  // y += a * x accumulation of value rows.
+  float (*dot_f32)(const float *k, const float *q, int64_t n);
+  float (*dot_f16)(const uint16_t *k, const float *q, int64_t n);
+  void (*axpy_f32)(float a, const float *x, float *y, int64_t n);
+  void (*axpy_f16)(float a, const uint16_t *x, float *y, int64_t n);
 };
 
 const kernel_table &kernels_ref();
@@ -128,12 +136,27 @@ const kernel_table &kernels_for(isa i);  // throws std::domain_error when unsupp
 enum act_mode : int32_t { ACT_Q8 = 0, ACT_F32 = 1 };
 
 // Builds what format f's kernels of table k read from x (n x cols): every plane's layout.
-void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_q8 &out);
-void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_f32 &out);
+void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_q8 &out, int threads = 1);
+void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_f32 &out, int threads = 1);
 
-// y (n x rows) = x (n x cols) * W^T, on `threads` threads of the global pool.
+// Work a matmul task does on the output rows [r0, r1) it has just written, while they are in
+// cache (SHARP's low-rank term: kernels/low-rank.h).
+using row_epilogue = std::function<void(int64_t r0, int64_t r1)>;
+
+// y (n x rows) = x (n x cols) * W^T, on `threads` threads of the global pool; each task runs
+// `epilogue` (when set) on its rows after the kernel.
 void matmul(const qtensor &w, const float *x, int64_t n, float *y, act_mode mode, int threads,
-            const kernel_table &k);
+            const kernel_table &k, const row_epilogue &epilogue = nullptr);
+
+// Several matrices applied to the same x (q, k, v; gate, up): activations are prepared once and
+// all rows run in one dispatch of the pool.
+struct matmul_job {
+  const qtensor *w;
+  float *y;                                // n x w->rows
+  const row_epilogue *epilogue = nullptr;  // run on each task's rows, when set
+};
+void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, act_mode mode, int threads,
+                 const kernel_table &k);
 
 // Benchmark helpers (bench.cpp). Seconds per pass of reading `bytes` (rounded down to whole
 // pages per thread) on `threads` threads, repeated for at least min_seconds; and seconds per

@@ -7,6 +7,9 @@
 #include <memory>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "../core/pool.h"
 #include "kernels.h"
@@ -98,7 +101,7 @@ void act_layout_to_natural(const act_q8_plane &in, int w, int64_t cols, int64_t 
   out.built = true;
 }
 
-void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_q8 &out) {
+void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_q8 &out, int threads) {
   const format_traits &t = traits(f);
   out.cols = cols;
   out.n = n;
@@ -106,11 +109,11 @@ void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int
   for (auto &p : out.planes) p.built = false;
   for (int p = 0; p < t.n_planes; p++) {
     act_q8_plane &plane = out.planes[width_slot(t.plane_bits[p])];
-    if (!plane.built) k.prepare_q8(x, n, cols, t.plane_bits[p], plane);
+    if (!plane.built) k.prepare_q8(x, n, cols, t.plane_bits[p], plane, threads);
   }
 }
 
-void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_f32 &out) {
+void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_f32 &out, int threads) {
   const format_traits &t = traits(f);
   out.cols = cols;
   out.n = n;
@@ -119,32 +122,79 @@ void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int
   for (auto &p : out.planes) p.built = false;
   for (int p = 0; p < t.n_planes; p++) {
     act_f32_plane &plane = out.planes[width_slot(t.plane_bits[p])];
-    if (!plane.built) k.prepare_f32(x, n, cols, t.plane_bits[p], plane);
+    if (!plane.built) k.prepare_f32(x, n, cols, t.plane_bits[p], plane, threads);
   }
 }
 
-void matmul(const qtensor &w, const float *x, int64_t n, float *y, act_mode mode, int threads,
-            const kernel_table &k) {
-  const format_traits &t = traits(w.fmt);
-  const kernel_table &kt = (!t.quantized || k.supports_group(w.fmt, w.group)) ? k : kernels_ref();
-  const bool integer = t.quantized && mode == ACT_Q8;
+namespace {
+
+// Does format f (and its group size) run on table k, or on the reference?
+const kernel_table &table_for(const qtensor &w, const kernel_table &k) {
+  return (!traits(w.fmt).quantized || k.supports_group(w.fmt, w.group)) ? k : kernels_ref();
+}
+
+bool integer_path(const qtensor &w, act_mode mode) { return traits(w.fmt).quantized && mode == ACT_Q8; }
+
+// Builds, for every job, the layouts its format reads (each plane width once).
+template <class Act>
+void prepare_all(const kernel_table &k, const matmul_job *jobs, int count, const float *x, int64_t n, int64_t cols,
+                 Act &act, int threads) {
+  act_prepare(k, jobs[0].w->fmt, x, n, cols, act, threads);
+  for (int j = 1; j < count; j++) {
+    const format_traits &t = traits(jobs[j].w->fmt);
+    for (int p = 0; p < t.n_planes; p++) {
+      const int w = t.plane_bits[p];
+      auto &plane = act.planes[width_slot(w)];
+      if (plane.built) continue;
+      if constexpr (std::is_same<Act, act_q8>::value) k.prepare_q8(x, n, cols, w, plane, threads);
+      else k.prepare_f32(x, n, cols, w, plane, threads);
+    }
+  }
+}
+
+}  // namespace
+
+void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, act_mode mode, int threads,
+                 const kernel_table &k) {
+  // Jobs that need another table or activation kind than the first run on their own.
+  const kernel_table &kt = table_for(*jobs[0].w, k);
+  const bool integer = integer_path(*jobs[0].w, mode);
+  int shared = 1;
+  while (shared < count && &table_for(*jobs[shared].w, k) == &kt && integer_path(*jobs[shared].w, mode) == integer &&
+         jobs[shared].w->cols == jobs[0].w->cols)
+    shared++;
   // Activation buffers are reused across calls on a thread (a decode step makes hundreds).
   static thread_local act_q8 aq;
   static thread_local act_f32 af;
-  if (integer) act_prepare(kt, w.fmt, x, n, w.cols, aq);
-  else act_prepare(kt, w.fmt, x, n, w.cols, af);
-  // Tasks of whole 4-row tiles; a few per thread so uneven cores still finish together.
-  const int64_t rows = w.rows;
-  int64_t per_task = std::max<int64_t>(4, (rows / (std::max(threads, 1) * 4) + 3) / 4 * 4);
-  if (rows * w.cols * n < (int64_t)1 << 16) per_task = rows;  // tiny: not worth waking threads
-  const int64_t n_tasks = (rows + per_task - 1) / per_task;
+  const int64_t cols = jobs[0].w->cols;
+  if (integer) prepare_all(kt, jobs, shared, x, n, cols, aq, threads);
+  else prepare_all(kt, jobs, shared, x, n, cols, af, threads);
+  // Tasks of whole 4-row tiles, a few per thread so uneven cores still finish together; one
+  // dispatch for all the jobs that share the activations.
+  int64_t total_rows = 0;
+  for (int j = 0; j < shared; j++) total_rows += jobs[j].w->rows;
+  int64_t per_task = std::max<int64_t>(4, (total_rows / (std::max(threads, 1) * 4) + 3) / 4 * 4);
+  if (total_rows * cols * n < (int64_t)1 << 16) per_task = total_rows;  // tiny: not worth waking threads
+  std::vector<std::pair<int, int64_t>> tasks;  // (job, first row)
+  for (int j = 0; j < shared; j++)
+    for (int64_t r = 0; r < jobs[j].w->rows; r += per_task) tasks.push_back({j, r});
   const act_q8 &a8 = aq;
   const act_f32 &a32 = af;
-  thread_pool::global().run(n_tasks, threads, [&](int64_t task) {
-    const int64_t r0 = task * per_task, r1 = std::min(rows, r0 + per_task);
-    if (integer) kt.gemm_q8[w.fmt]({&w, &a8, y, w.rows, r0, r1});
-    else kt.gemm_f32[w.fmt]({&w, &a32, y, w.rows, r0, r1});
+  thread_pool::global().run((int64_t)tasks.size(), threads, [&](int64_t i) {
+    const matmul_job &job = jobs[tasks[i].first];
+    const qtensor &w = *job.w;
+    const int64_t r0 = tasks[i].second, r1 = std::min(w.rows, r0 + per_task);
+    if (integer) kt.gemm_q8[w.fmt]({&w, &a8, job.y, w.rows, r0, r1});
+    else kt.gemm_f32[w.fmt]({&w, &a32, job.y, w.rows, r0, r1});
+    if (job.epilogue && *job.epilogue) (*job.epilogue)(r0, r1);
   });
+  if (shared < count) matmul_many(jobs + shared, count - shared, x, n, mode, threads, k);
+}
+
+void matmul(const qtensor &w, const float *x, int64_t n, float *y, act_mode mode, int threads,
+            const kernel_table &k, const row_epilogue &epilogue) {
+  const matmul_job job{&w, y, &epilogue};
+  matmul_many(&job, 1, x, n, mode, threads, k);
 }
 
 }  // namespace lb

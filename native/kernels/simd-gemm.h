@@ -24,6 +24,7 @@
 //   f_rows(w, x, n, f), f_rows_f16(w, x, n, f)   f += w[i] * x[i] over n floats / halves
 //   hsum(f)                       sum of the lanes
 //   bxor(a, b), low64(a)          for the bandwidth probe
+//   axpy_f16(a, x, y, n)          y += a * x over n halves (attention over an f16 KV cache)
 //
 // A plane of width W stores 8/W fields per byte; field K of a loaded vector holds the codes of the
 // columns that layout_columns() places at [super-chunk][K] of the permuted activations.
@@ -35,6 +36,7 @@
 #include <utility>
 #include <vector>
 
+#include "../core/pool.h"
 #include "kernels.h"
 
 // Kernel bodies are lambdas over compile-time indices; they must inline so that accumulators
@@ -137,9 +139,26 @@ LB_INLINE inline void max_abs_run(const float *__restrict src, float *__restrict
   for (int i = 0; i < n; i++) m[i] = std::max(m[i], std::fabs(src[i]));
 }
 
+// Runs fn(v, scratch) for every vector v, on the pool when there are many (prefill): a scratch
+// vector per thread.
+template <class Fn>
+void for_each_vector(int64_t n, int threads, std::vector<float> &scratch, size_t scratch_size, Fn fn) {
+  if (n < 8 || threads <= 1) {
+    scratch.resize(scratch_size);
+    for (int64_t v = 0; v < n; v++) fn(v, scratch.data());
+    return;
+  }
+  const int64_t per = 4, tasks = (n + per - 1) / per;
+  thread_pool::global().run(tasks, threads, [&](int64_t t) {
+    static thread_local std::vector<float> local;
+    local.resize(scratch_size);
+    for (int64_t v = t * per; v < std::min(n, (t + 1) * per); v++) fn(v, local.data());
+  });
+}
+
 // int8 per activation class (plane_shape): the scale of a class is its largest |x| / 127.
 template <class Vec, int W>
-void prepare_q8_plane(const float *x, int64_t n, int64_t cols, act_q8_plane &out) {
+void prepare_q8_plane(const float *x, int64_t n, int64_t cols, act_q8_plane &out, int threads) {
   using P = plane_shape<Vec, W>;
   constexpr int V = Vec::kBytes, A = P::A, KC = P::KC, F = P::F, lanes = P::kLanes;
   out.shape = act_shape{V, A, KC};
@@ -148,9 +167,7 @@ void prepare_q8_plane(const float *x, int64_t n, int64_t cols, act_q8_plane &out
   out.scale_stride = A * KC * lanes;
   out.q.resize(n * out.q_stride);
   out.scale.resize(n * out.scale_stride);
-  out.scratch.resize(out.q_stride);
-  float *xf = out.scratch.data();
-  for (int64_t v = 0; v < n; v++) {
+  for_each_vector(n, threads, out.scratch, out.q_stride, [&](int64_t v, float *xf) {
     permute<Vec>(x + v * cols, cols, W, xf);
     float amax[A * KC][V] = {};
     for (int64_t s = 0; s < out.n_super; s++)
@@ -173,26 +190,45 @@ void prepare_q8_plane(const float *x, int64_t n, int64_t cols, act_q8_plane &out
         const int64_t at = (s * F + k) * V;
         quantize_run(xf + at, inv[(s % A) * KC + (KC > 1 ? k : 0)], q + at, V);
       }
-  }
+  });
   out.built = true;
 }
 
 template <class Vec>
-void prepare_q8(const float *x, int64_t n, int64_t cols, int w, act_q8_plane &out) {
-  if (w == 1) prepare_q8_plane<Vec, 1>(x, n, cols, out);
-  else if (w == 2) prepare_q8_plane<Vec, 2>(x, n, cols, out);
-  else prepare_q8_plane<Vec, 4>(x, n, cols, out);
+void prepare_q8(const float *x, int64_t n, int64_t cols, int w, act_q8_plane &out, int threads) {
+  if (w == 1) prepare_q8_plane<Vec, 1>(x, n, cols, out, threads);
+  else if (w == 2) prepare_q8_plane<Vec, 2>(x, n, cols, out, threads);
+  else prepare_q8_plane<Vec, 4>(x, n, cols, out, threads);
 }
 
 template <class Vec>
-void prepare_f32(const float *x, int64_t n, int64_t cols, int w, act_f32_plane &out) {
+void prepare_f32(const float *x, int64_t n, int64_t cols, int w, act_f32_plane &out, int threads) {
   constexpr int V = Vec::kBytes;
   const int fields = 8 / w;
   out.n_super = ((int64_t)plane_row_bytes(w, cols) + V - 1) / V;
   out.stride = out.n_super * fields * V;
   out.x.resize(n * out.stride);
-  for (int64_t v = 0; v < n; v++) permute<Vec>(x + v * cols, cols, w, out.x.data() + v * out.stride);
+  std::vector<float> unused;
+  for_each_vector(n, threads, unused, 0, [&](int64_t v, float *) { permute<Vec>(x + v * cols, cols, w, out.x.data() + v * out.stride); });
   out.built = true;
+}
+
+// Attention helpers (kernel_table::dot_*, axpy_*).
+template <class Vec>
+float dot_f32(const float *k, const float *q, int64_t n) {
+  return Vec::hsum(Vec::f_rows(k, q, n, Vec::f_zero()));
+}
+template <class Vec>
+float dot_f16(const uint16_t *k, const float *q, int64_t n) {
+  return Vec::hsum(Vec::f_rows_f16(k, q, n, Vec::f_zero()));
+}
+template <class Vec>
+void axpy_f32(float a, const float *__restrict x, float *__restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+template <class Vec>
+void axpy_f16(float a, const uint16_t *x, float *y, int64_t n) {
+  Vec::axpy_f16(a, x, y, n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,11 +291,17 @@ LB_INLINE inline void plane_q8_pass(const qtensor &w, int64_t r, size_t plane_of
         }
   };
   const int64_t n_super = L.n_super;
+  // The rows of the next tile, one tile ahead: rows are contiguous, so this streams the matrix
+  // ahead of use. Hardware prefetchers alone lose track of RP interleaved short streams.
+  const size_t ahead = std::max<size_t>((size_t)RP * w.row_stride(), 8192);
   auto step = [&](int64_t s, auto acc_index) LB_INLINE {
     constexpr int a = decltype(acc_index)::value;
     typename Vec::Codes wv[RP];
 #pragma GCC unroll 16
-    for (int i = 0; i < RP; i++) wv[i] = Vec::load(rows[i] + s * V);
+    for (int i = 0; i < RP; i++) {
+      __builtin_prefetch(rows[i] + ahead + s * V, 0, 3);
+      wv[i] = Vec::load(rows[i] + s * V);
+    }
     if constexpr (Vec::kPartIsSum) {
       // The dot product accumulates straight into the row sums.
       unrolled<F>([&](auto k) LB_INLINE {
@@ -454,6 +496,10 @@ kernel_table make_table(isa id) {
   k.prepare_f32 = prepare_f32<Vec>;
   k.supports_group = supports_group<Vec>;
   k.read_bytes = read_bytes<Vec>;
+  k.dot_f32 = dot_f32<Vec>;
+  k.dot_f16 = dot_f16<Vec>;
+  k.axpy_f32 = axpy_f32<Vec>;
+  k.axpy_f16 = axpy_f16<Vec>;
   return k;
 }
 

@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <stdexcept>
 
 #include "../core/pool.h"
+#include "../kernels/low-rank.h"
 
 namespace lb {
 
@@ -98,16 +100,16 @@ void context_truncate(context &c, int keep) {
 
 namespace {
 
-// y (n x rows) = x (n x cols) W^T, plus SHARP's low-rank recovery B (A x) when present.
-void apply(const context &c, const linear &l, const float *x, int n, float *y, std::vector<float> &scratch) {
-  matmul(l.w, x, n, y, c.m->activations, c.threads, active_kernels());
-  if (l.recovery.empty()) return;
-  const int64_t rank = l.recovery.a.rows, rows = l.w.rows;
-  scratch.resize((size_t)n * rank + (size_t)n * rows);
-  float *ax = scratch.data(), *bax = ax + (size_t)n * rank;
-  matmul(l.recovery.a, x, n, ax, ACT_F32, c.threads, active_kernels());
-  matmul(l.recovery.b, ax, n, bax, ACT_F32, c.threads, active_kernels());
-  for (size_t i = 0; i < (size_t)n * rows; i++) y[i] += bax[i];
+// A linear layer's product into y: W x, plus SHARP's low-rank recovery B (A x) when it has one.
+low_rank_job job(const linear &l, float *y) {
+  if (l.recovery.empty()) return {&l.w, y};
+  return {&l.w, y, &l.recovery.a, &l.recovery.b};
+}
+
+// y_i (n x rows_i) = x (n x cols) W_i^T for linears that read the same x, in one dispatch of the
+// pool (plus one for A x when some have recovery, whose B (A x) is fused into the products).
+void apply(const context &c, std::initializer_list<low_rank_job> jobs, const float *x, int n) {
+  matmul_low_rank(jobs.begin(), (int)jobs.size(), x, n, c.m->activations, c.threads, active_kernels());
 }
 
 void rmsnorm(const float *x, const float *weight, int dim, float eps, float *out) {
@@ -157,11 +159,6 @@ void rope(float *v, int n_heads, const model_config &c, const std::vector<float>
   }
 }
 
-inline float kv_load(const uint8_t *base, kv_type t, size_t i) {
-  if (t == KV_F16) return f16_to_f32(reinterpret_cast<const uint16_t *>(base)[i]);
-  return reinterpret_cast<const float *>(base)[i];
-}
-
 inline void kv_store(uint8_t *base, kv_type t, size_t i, float v) {
   if (t == KV_F16) reinterpret_cast<uint16_t *>(base)[i] = f32_to_f16(v);
   else reinterpret_cast<float *>(base)[i] = v;
@@ -169,7 +166,7 @@ inline void kv_store(uint8_t *base, kv_type t, size_t i, float v) {
 
 // Per-call scratch, sized for n tokens.
 struct buffers {
-  std::vector<float> x, xb, q, k, v, att_out, proj, gate, up, scratch;
+  std::vector<float> x, xb, q, k, v, att_out, proj, gate, up;
   buffers(const model_config &c, int n) {
     const size_t q_dim = (size_t)c.n_heads * c.head_dim, kv_dim = (size_t)c.n_kv_heads * c.head_dim;
     x.resize((size_t)n * c.dim);
@@ -184,41 +181,69 @@ struct buffers {
   }
 };
 
-// Causal grouped-query attention of the n new tokens over the cache, one task per (token, head).
+// Causal grouped-query attention of the n new tokens over the cache, one task per (token, kv
+// head): each key and value row is read once for all the query heads that share it. Dot products
+// and accumulations go through the kernel table (SIMD for f32 and f16 caches).
 void attention(context &c, int layer, int n, buffers &b) {
   const model_config &cfg = c.m->config;
+  const kernel_table &k = active_kernels();
   const int hd = cfg.head_dim, group = cfg.n_heads / cfg.n_kv_heads;
   const size_t kv_dim = (size_t)cfg.n_kv_heads * hd, q_dim = (size_t)cfg.n_heads * hd;
-  const size_t layer_off = (size_t)layer * c.n_ctx * kv_dim * (c.kv == KV_F16 ? 2 : 4);
-  const uint8_t *kc = c.k_cache.data() + layer_off, *vc = c.v_cache.data() + layer_off;
-  const float sqrt_hd = std::sqrt((float)hd);
-  thread_pool::global().run((int64_t)n * cfg.n_heads, c.threads, [&](int64_t task) {
-    const int t = (int)(task / cfg.n_heads), h = (int)(task % cfg.n_heads), kvh = h / group;
+  const size_t elem = c.kv == KV_F16 ? 2 : 4;
+  const uint8_t *kc = c.k_cache.data() + (size_t)layer * c.n_ctx * kv_dim * elem;
+  const uint8_t *vc = c.v_cache.data() + (size_t)layer * c.n_ctx * kv_dim * elem;
+  const float inv_sqrt = 1.0f / std::sqrt((float)hd);
+  thread_pool::global().run((int64_t)n * cfg.n_kv_heads, c.threads, [&](int64_t task) {
+    const int t = (int)(task / cfg.n_kv_heads), kvh = (int)(task % cfg.n_kv_heads);
     const int last = c.pos + t;  // this token's position: it sees 0 .. last
-    const float *q = b.q.data() + t * q_dim + (size_t)h * hd;
-    static thread_local std::vector<float> att;  // scores over positions, per worker thread
-    att.resize(last + 1);
-    float max_score = -INFINITY;
+    static thread_local std::vector<float> att;  // scores, group x positions
+    att.resize((size_t)group * (last + 1));
     for (int p = 0; p <= last; p++) {
-      const size_t base = (size_t)p * kv_dim + (size_t)kvh * hd;
-      float s = 0;
-      for (int i = 0; i < hd; i++) s += q[i] * kv_load(kc, c.kv, base + i);
-      att[p] = s / sqrt_hd;
-      max_score = std::max(max_score, att[p]);
+      const uint8_t *key = kc + ((size_t)p * kv_dim + (size_t)kvh * hd) * elem;
+      for (int g = 0; g < group; g++) {
+        const float *q = b.q.data() + t * q_dim + (size_t)(kvh * group + g) * hd;
+        const float s = c.kv == KV_F16 ? k.dot_f16(reinterpret_cast<const uint16_t *>(key), q, hd)
+                                       : k.dot_f32(reinterpret_cast<const float *>(key), q, hd);
+        att[(size_t)g * (last + 1) + p] = s * inv_sqrt;
+      }
     }
-    float sum = 0;
-    for (int p = 0; p <= last; p++) sum += (att[p] = std::exp(att[p] - max_score));
-    float *out = b.att_out.data() + t * q_dim + (size_t)h * hd;
-    std::fill(out, out + hd, 0.0f);
-    for (int p = 0; p <= last; p++) {
-      const float a = att[p] / sum;
-      const size_t base = (size_t)p * kv_dim + (size_t)kvh * hd;
-      for (int i = 0; i < hd; i++) out[i] += a * kv_load(vc, c.kv, base + i);
+    for (int g = 0; g < group; g++) {
+      float *a = att.data() + (size_t)g * (last + 1);
+      const float max_score = *std::max_element(a, a + last + 1);
+      float sum = 0;
+      for (int p = 0; p <= last; p++) sum += (a[p] = std::exp(a[p] - max_score));
+      for (int p = 0; p <= last; p++) a[p] /= sum;
+    }
+    for (int g = 0; g < group; g++) {
+      float *out = b.att_out.data() + t * q_dim + (size_t)(kvh * group + g) * hd;
+      std::fill(out, out + hd, 0.0f);
+      const float *a = att.data() + (size_t)g * (last + 1);
+      for (int p = 0; p <= last; p++) {
+        const uint8_t *value = vc + ((size_t)p * kv_dim + (size_t)kvh * hd) * elem;
+        if (c.kv == KV_F16) k.axpy_f16(a[p], reinterpret_cast<const uint16_t *>(value), out, hd);
+        else k.axpy_f32(a[p], reinterpret_cast<const float *>(value), out, hd);
+      }
     }
   });
 }
 
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+void record(std::vector<float> &to, const std::vector<float> &from, size_t count) {
+  to.insert(to.end(), from.begin(), from.begin() + count);
+}
+
+// SwiGLU MLP of layer l on the n normed vectors in b.xb: down(silu(gate(x)) * up(x)) into b.proj.
+void mlp(context &c, int l, int n, buffers &b) {
+  const model_config &cfg = c.m->config;
+  const layer_weights &w = c.m->weights.layers[l];
+  const bool recording = c.recorder && c.recorder->wanted[l];
+  if (recording) record(c.recorder->ffn_in[l], b.xb, (size_t)n * cfg.dim);
+  apply(c, {job(w.gate, b.gate.data()), job(w.up, b.up.data())}, b.xb.data(), n);
+  for (size_t i = 0; i < (size_t)n * cfg.hidden_dim; i++) b.gate[i] = silu(b.gate[i]) * b.up[i];
+  if (recording) record(c.recorder->swiglu[l], b.gate, (size_t)n * cfg.hidden_dim);
+  apply(c, {job(w.down, b.proj.data())}, b.gate.data(), n);
+}
 
 void check_abort(const context &c) {
   if (c.abort && c.abort->load(std::memory_order_relaxed)) throw std::runtime_error("aborted");
@@ -240,6 +265,10 @@ void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_l
     if (tokens[t] < 0 || tokens[t] >= cfg.vocab_size)
       throw std::out_of_range("token " + std::to_string(tokens[t]) + " is outside the vocabulary (size " +
                               std::to_string(cfg.vocab_size) + ")");
+  const size_t n_layers = (size_t)cfg.n_layers;
+  if (c.recorder && (c.recorder->wanted.size() != n_layers || c.recorder->ffn_in.size() != n_layers ||
+                     c.recorder->swiglu.size() != n_layers))
+    throw std::invalid_argument("the MLP recorder is not sized for this model's layers");
   const std::vector<float> freqs = rope_frequencies(cfg);
   const int dim = cfg.dim, hd = cfg.head_dim;
   const size_t q_dim = (size_t)cfg.n_heads * hd, kv_dim = (size_t)cfg.n_kv_heads * hd;
@@ -253,9 +282,7 @@ void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_l
     const layer_weights &w = m.weights.layers[l];
     // attention rmsnorm, then q, k, v for every new token
     for (int t = 0; t < n; t++) rmsnorm(&b.x[(size_t)t * dim], w.attn_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)t * dim]);
-    apply(c, w.wq, b.xb.data(), n, b.q.data(), b.scratch);
-    apply(c, w.wk, b.xb.data(), n, b.k.data(), b.scratch);
-    apply(c, w.wv, b.xb.data(), n, b.v.data(), b.scratch);
+    apply(c, {job(w.wq, b.q.data()), job(w.wk, b.k.data()), job(w.wv, b.v.data())}, b.xb.data(), n);
     // RoPE on q and k, then k and v into the cache at their positions
     const size_t layer_off = (size_t)l * c.n_ctx * kv_dim;
     for (int t = 0; t < n; t++) {
@@ -269,14 +296,11 @@ void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_l
     }
     attention(c, l, n, b);
     // output projection and residual
-    apply(c, w.wo, b.att_out.data(), n, b.proj.data(), b.scratch);
+    apply(c, {job(w.wo, b.proj.data())}, b.att_out.data(), n);
     for (size_t i = 0; i < (size_t)n * dim; i++) b.x[i] += b.proj[i];
     // ffn rmsnorm, SwiGLU: down(silu(gate(x)) * up(x)), residual
     for (int t = 0; t < n; t++) rmsnorm(&b.x[(size_t)t * dim], w.ffn_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)t * dim]);
-    apply(c, w.gate, b.xb.data(), n, b.gate.data(), b.scratch);
-    apply(c, w.up, b.xb.data(), n, b.up.data(), b.scratch);
-    for (size_t i = 0; i < (size_t)n * cfg.hidden_dim; i++) b.gate[i] = silu(b.gate[i]) * b.up[i];
-    apply(c, w.down, b.gate.data(), n, b.proj.data(), b.scratch);
+    mlp(c, l, n, b);
     for (size_t i = 0; i < (size_t)n * dim; i++) b.x[i] += b.proj[i];
   }
   check_abort(c);

@@ -77,6 +77,15 @@ std::string model_validate(const model &m);
 
 enum kv_type : int32_t { KV_F32 = 0, KV_F16 = 1 };
 
+// Records what chosen layers' MLPs read, for calibration (SHARP's fitting): per layer the post-norm
+// hidden states (gate's and up's input) and the SwiGLU products (down's input), appended by every
+// forward() call.
+struct mlp_recorder {
+  std::vector<char> wanted;                // (n_layers): 1 = record this layer
+  std::vector<std::vector<float>> ffn_in;  // per layer: (tokens, dim)
+  std::vector<std::vector<float>> swiglu;  // per layer: (tokens, hidden_dim)
+};
+
 // One sequence's state: the KV cache and scratch buffers sized for up to `batch` tokens per call.
 struct context {
   const model *m = nullptr;
@@ -87,6 +96,7 @@ struct context {
   std::vector<int32_t> tokens; // tokens in the cache, in order
   std::vector<uint8_t> k_cache, v_cache;  // (layer, n_ctx, n_kv_heads * head_dim) in kv type
   std::atomic<bool> *abort = nullptr;     // polled between layers
+  mlp_recorder *recorder = nullptr;       // when set, forward() records MLP inputs into it
 };
 
 void context_init(context &c, const model &m, int n_ctx, kv_type kv, int threads);

@@ -3,7 +3,6 @@
 // the progress bar.
 import { strict as assert } from 'node:assert';
 
-import { exactScales } from '../../lib/convert/exact-scales';
 import { fakeQuantizeRows, promotedDtype, roundHalfEven, type TorchFloat } from '../../lib/convert/paretoq';
 import { ProgressBar } from '../../lib/convert/progress';
 import { TensorBitsMatcher, parseBits, parseTensorBits } from '../../lib/convert/recipe';
@@ -51,13 +50,13 @@ describe('convert/paretoq: the forward quantizers in a dtype', () => {
   });
 });
 
-describe('convert/exact-scales', () => {
+describe('exact quantization of bf16 checkpoints', () => {
   it('makes the f32 weights equal the bf16 checkpoint values where one scale can (1-bit), and keeps bf16 exactness otherwise', () => {
     const cols = 64;
     for (const [format, levels, alpha] of [['b1', [-1, 1], 0.0923], ['b2', [-0.75, -0.25, 0.25, 0.75], 0.0923]] as const) {
       const a = fromBf16Bits(bf16Bits(alpha));
       const bits = Uint16Array.from({ length: 2 * cols }, (_, i) => bf16Bits(a * levels[(i * 7) % levels.length] * (i < cols ? 1 : 1.37)));
-      const packed = exactScales(quantize(bits, 2, cols, { format, method: 'exact', dtype: 'bf16' }), bits, 'bf16');
+      const packed = quantize(bits, 2, cols, { format, method: 'exact', dtype: 'bf16' });
       const values = packed.dequantize();
       values.forEach((v, i) => assert.equal(bf16Bits(v), bits[i], `${format}[${i}]`));
       if (format === 'b1') values.forEach((v, i) => assert.equal(v, fromBf16Bits(bits[i]), `${format}[${i}]`));

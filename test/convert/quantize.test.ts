@@ -121,8 +121,12 @@ describe('convert/quantize: ParetoQ checkpoints, --method exact', function () {
       for (const dtype of ['bf16', 'f32'] as const) {
         it(`latent ${dtype} pytorch_model.bin + weight_clip_val: equals ParetoQ's forward, computed in ${dtype}`, async () => {
           const latentDir = path.join(dir, `latent-${dtype}-${bits}`);
-          writeParetoqFolder(latentDir, float, paretoqCheckpoint(float, bits, 'latent', dtype, 12), 'pytorch');
+          const wBits = bits === 1.58 ? 0 : bits;  // ParetoQ's config.json encoding
+          writeParetoqFolder(latentDir, float, paretoqCheckpoint(float, bits, 'latent', dtype, 12), 'pytorch', undefined, wBits);
           const file = path.join(dir, `latent-${dtype}-${bits}.lowbit`);
+          const other = bits === 4 ? 3 : 4;
+          await assert.rejects(quantizeModel(latentDir, file, { bits: other, tokenizer: TOKENIZER }),
+            new RegExp(`Expected ${bits} for these latent weights \\(config.json: w_bits ${wBits};.* for bits but received ${other}`));
           const result = await quantizeModel(latentDir, file, { bits, tokenizer: TOKENIZER });
           assert.deepEqual(result.recipe.weightsFrom, { 'latent+clip': 35, 'on-grid': 0 });
           const weights = dequantizedWeights(file);

@@ -82,6 +82,7 @@ describe('QTensor', () => {
         }
       }
       const t = quantize(bits, rows, cols, { format, method: 'exact', dtype: 'bf16' });
+      assert.deepEqual(t.dequantize('bf16'), bits);
       const deq = t.dequantize();
       for (let i = 0; i < bits.length; i++) assert.equal(toBf16(deq[i]), bits[i], `weight ${i}`);
     });

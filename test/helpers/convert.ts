@@ -6,46 +6,26 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { layerTensorName } from '../../lib/io/llama';
+import { layerTensorName, ropeRowOrder } from '../../lib/io/llama';
 import { writeSafetensors } from '../../lib/io/safetensors-writer';
 import type { LlamaConfig, ModelSource, TensorDType } from '../../lib/io/types';
 import { type TorchSaveOptions, writePytorchCheckpoint } from './pytorch-writer';
 
-/**
- * HF's `permute(w, n_heads)`: `w.view(n_heads, rows/n_heads/2, 2, cols).transpose(1, 2)`, i.e.
- * within each head, row 2i + t moves to t·(headRows/2) + i. Works on whole rows of any dtype.
- */
+/** HF's `permute(w, n_heads)` on whole rows of any dtype (lib/io/llama.ts `ropeRowOrder`). */
 export function permuteRowsForHf(bytes: Uint8Array, nHeads: number, rows: number): Uint8Array {
-  return moveRows(bytes, nHeads, rows, (i, t, half) => [2 * i + t, t * half + i]);
+  return reorderRows(bytes, ropeRowOrder(rows, nHeads, 'half'));
 }
 
 /** The inverse of `permuteRowsForHf` (HF `rotate_half` order back to interleaved pairs). */
 export function unpermuteRowsFromHf(bytes: Uint8Array, nHeads: number, rows: number): Uint8Array {
-  return moveRows(bytes, nHeads, rows, (i, t, half) => [t * half + i, 2 * i + t]);
+  return reorderRows(bytes, ropeRowOrder(rows, nHeads, 'interleaved'));
 }
 
-/** Copies each row `from` → `to` (indices inside a head) as `pair(i, t, half)` says. */
-function moveRows(
-  bytes: Uint8Array,
-  nHeads: number,
-  rows: number,
-  pair: (i: number, t: number, half: number) => [number, number],
-): Uint8Array {
-  const rowBytes = bytes.length / rows;
-  const headRows = rows / nHeads;
-  if (!Number.isInteger(rowBytes) || !Number.isInteger(headRows) || headRows % 2 !== 0) {
-    throw new RangeError(`cannot permute ${rows} rows of ${bytes.length} bytes in ${nHeads} heads`);
-  }
-  const half = headRows / 2;
+function reorderRows(bytes: Uint8Array, order: Int32Array): Uint8Array {
+  const rowBytes = bytes.length / order.length;
+  if (!Number.isInteger(rowBytes)) throw new RangeError(`cannot split ${bytes.length} bytes into ${order.length} rows`);
   const out = new Uint8Array(bytes.length);
-  for (let head = 0; head < nHeads; head++) {
-    for (let i = 0; i < half; i++) {
-      for (let t = 0; t < 2; t++) {
-        const [from, to] = pair(i, t, half).map((row) => head * headRows + row);
-        out.set(bytes.subarray(from * rowBytes, (from + 1) * rowBytes), to * rowBytes);
-      }
-    }
-  }
+  order.forEach((from, to) => out.set(bytes.subarray(from * rowBytes, (from + 1) * rowBytes), to * rowBytes));
   return out;
 }
 

@@ -134,11 +134,15 @@ export function paretoqCheckpoint(source: ModelSource, bits: ParetoqBits, kind: 
   return { tensors, linears };
 }
 
-/** Writes a checkpoint as a HF folder: config.json, the weights, and `tokenizer` as tokenizer.model when given. */
+/**
+ * Writes a checkpoint as a HF folder: config.json (with ParetoQ's `w_bits` when given: 0 is
+ * ternary), the weights, and `tokenizer` as tokenizer.model when given.
+ */
 export function writeParetoqFolder(dir: string, source: ModelSource, checkpoint: ParetoqCheckpoint,
-  format: 'safetensors' | 'pytorch', tokenizer?: string): string {
+  format: 'safetensors' | 'pytorch', tokenizer?: string, wBits?: number): string {
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hfConfigJson(source.config, source), null, 2));
+  const config = { ...hfConfigJson(source.config, source), ...(wBits !== undefined && { w_bits: wBits }) };
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
   const weights = path.join(dir, format === 'safetensors' ? 'model.safetensors' : 'pytorch_model.bin');
   if (format === 'safetensors') writeSafetensors(weights, checkpoint.tensors, { format: 'pt' });
   else writePytorchCheckpoint(weights, checkpoint.tensors);

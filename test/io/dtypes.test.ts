@@ -3,6 +3,7 @@ import { LowbitFormatError } from '../../lib/errors';
 import {
   bf16ToF32,
   blockCodes,
+  encodeBlocks,
   checkedSize,
   dequantizeToF32,
   dtypeLayout,
@@ -202,6 +203,27 @@ describe('io/dtypes', () => {
         assert.deepEqual(rebuilt, dequantizeToF32(dtype, bytes, 512), dtype);
       }
       assert.throws(() => blockCodes('f16', new Uint8Array(2), 1), RangeError);
+    });
+
+    it('encodeBlocks is the inverse of blockCodes, byte for byte with the reference quantizers', () => {
+      const random = seededRandom(11).uniform;
+      for (const [dtype, levels] of [['q4_0', 16], ['tq1_0', 3], ['tq2_0', 3], ['q8_0', 256]] as const) {
+        const { blockElements } = dtypeLayout(dtype);
+        const codes = Uint8Array.from({ length: 4 * blockElements }, () => Math.floor(random() * levels));
+        const scales = Float32Array.from({ length: 4 }, () => f16ToF32(f32ToF16(0.01 + random())));
+        const bytes = encodeBlocks(dtype, codes, scales);
+        const back = blockCodes(dtype, bytes, codes.length);
+        assert.deepEqual(back.codes, codes, dtype);
+        assert.deepEqual(back.scales, scales, dtype);
+      }
+      // On-grid values (d * (code - 1) with d the block's largest |value|) encode as llama.cpp does.
+      const codes = Uint8Array.from({ length: 512 }, (_, i) => (i * 7 + (i >> 3)) % 3);
+      codes[0] = 2;
+      codes[256] = 0;  // each block reaches |value| = d
+      const scales = Float32Array.from([0.5, 0.25]);
+      const values = Float32Array.from(codes, (c, i) => scales[i >> 8] * (c - 1));
+      assert.deepEqual(encodeBlocks('tq2_0', codes, scales), quantizeTQ2_0(values));
+      assert.deepEqual(encodeBlocks('tq1_0', codes, scales), quantizeTQ1_0(values));
     });
 
     it('rejects counts that are not whole blocks, short buffers and unsupported dtypes', () => {

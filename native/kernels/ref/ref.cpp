@@ -63,12 +63,32 @@ void gemm_f32_ref(const gemm_f32_args &p) {
   }
 }
 
-void prepare_q8_ref(const float *x, int64_t n, int64_t cols, int, act_q8_plane &out) {
+void prepare_q8_ref(const float *x, int64_t n, int64_t cols, int, act_q8_plane &out, int) {
   act_quantize_natural(x, n, cols, out);
 }
 
-void prepare_f32_ref(const float *, int64_t, int64_t, int, act_f32_plane &out) {
+void prepare_f32_ref(const float *, int64_t, int64_t, int, act_f32_plane &out, int) {
   out.built = true;  // the reference reads act_f32::x in natural order
+}
+
+float dot_f32_ref(const float *k, const float *q, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += (double)k[i] * q[i];
+  return (float)s;
+}
+
+float dot_f16_ref(const uint16_t *k, const float *q, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += (double)f16_to_f32(k[i]) * q[i];
+  return (float)s;
+}
+
+void axpy_f32_ref(float a, const float *x, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+void axpy_f16_ref(float a, const uint16_t *x, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += a * f16_to_f32(x[i]);
 }
 
 bool supports_any_group(format, int64_t) { return true; }
@@ -93,6 +113,10 @@ kernel_table make_ref_table() {
   k.prepare_f32 = prepare_f32_ref;
   k.supports_group = supports_any_group;
   k.read_bytes = read_bytes_ref;
+  k.dot_f32 = dot_f32_ref;
+  k.dot_f16 = dot_f16_ref;
+  k.axpy_f32 = axpy_f32_ref;
+  k.axpy_f16 = axpy_f16_ref;
   return k;
 }
 

@@ -1,0 +1,162 @@
+/**
+ * End-to-end benchmark (npm run bench:generate): decode and prefill tokens/s, peak RSS and file
+ * size for every bit width on synthetic models of real shapes, 1 and 2 threads, against llama.cpp
+ * (node-llama-cpp 3.21.1) running the same weights in its nearest types — Q4_0 (from b4), TQ2_0 and
+ * TQ1_0 (from t158; only where rows are whole 256-blocks) — with F16 embeddings and head on both
+ * sides. Each measurement runs in its own process. Reports each decode rate as a share of the
+ * DRAM roofline measured in the same run: tokens/s x bytes read per token / read bandwidth.
+ * Writes bench/results/generate.json.
+ *
+ * Options: --shapes llama-1b,mobilellm-600m  --bits 1,1.58,2,3,4  --threads 1,2  --no-peer
+ *          --cache DIR (synthetic models, default bench/.cache)  --out FILE
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { cpuInfo } from '../lib';
+import { exportGguf, type GgufLinearType } from '../lib/convert/gguf-export';
+import { SYNTH_SHAPES, type SynthShapeName, synthModel } from '../lib/convert/synth';
+import { openModel } from '../lib/io';
+import { EMBED_TOKENS, LM_HEAD } from '../lib/io/llama';
+import { dramBandwidth } from './bandwidth';
+import { CONTEXT, DECODE_TOKENS, PROMPT_TOKENS, type WorkerResult } from './generate-worker';
+
+const BITS_FORMAT: Record<string, string> = { 1: 'b1', 1.58: 't158', 2: 'b2', 3: 'b3', 4: 'b4' };
+
+export interface GenerateResult {
+  engine: 'lowbit' | 'llama.cpp';
+  shape: string;
+  format: string;
+  threads: number;
+  promptTokens: number;
+  genTokens: number;
+  prefillTps: number;
+  decodeTps: number;
+  rssBytes: number;
+  fileBytes: number;
+  /** Bytes a decode step reads: every weight but the embedding rows it gathers, plus the KV cache. */
+  bytesPerToken: number;
+  /** DRAM read bandwidth measured in this run for the thread count. */
+  bandwidthGBps: number;
+  /** decodeTps x bytesPerToken / bandwidth. */
+  rooflineRatio: number;
+}
+
+const { values } = parseArgs({
+  options: {
+    shapes: { type: 'string', default: 'llama-1b,mobilellm-600m' }, bits: { type: 'string', default: '1,1.58,2,3,4' },
+    threads: { type: 'string', default: '1,2' }, 'no-peer': { type: 'boolean', default: false },
+    cache: { type: 'string', default: path.join(__dirname, '.cache') },
+    out: { type: 'string', default: path.join(__dirname, 'results', 'generate.json') },
+  },
+});
+const shapes = values.shapes!.split(',') as SynthShapeName[];
+const bitsList = values.bits!.split(',');
+const threadCounts = values.threads!.split(',').map(Number);
+const cacheDir = values.cache!;
+const MODELS = path.join(__dirname, '..', '..', 'shared', 'models');
+/** GGUF files whose tokenizer metadata is the vocabulary of a synth shape, by vocabulary size. */
+const VOCABULARIES: Record<number, string> = {
+  32000: path.join(MODELS, 'tokenizers', 'ggml-vocab-llama-spm.gguf'),
+  512: path.join(MODELS, 'stories260K', 'stories260K-f32.gguf'),
+};
+
+/** Weight bytes a decode step streams: all matrices except a separate embedding (only rows are gathered). */
+function weightBytesPerToken(file: string): number {
+  const source = openModel(file);
+  try {
+    let bytes = 0;
+    const untiedEmbedding = source.tensors.has(LM_HEAD);
+    for (const t of source.tensors.values()) {
+      if (t.shape.length !== 2 || (t.name === EMBED_TOKENS && untiedEmbedding)) continue;
+      bytes += t.byteLength + ('readScales' in t ? t.shape[0] * 4 : 0);
+    }
+    return bytes;
+  } finally {
+    source.close();
+  }
+}
+
+/** KV cache bytes a decode step reads, averaged over the generated tokens (f32 cache). */
+function kvBytesPerToken(shape: SynthShapeName): number {
+  const c = SYNTH_SHAPES[shape].config;
+  const averagePositions = PROMPT_TOKENS + DECODE_TOKENS / 2;
+  return 2 * c.nLayers * c.nKvHeads * c.headDim * 4 * averagePositions;
+}
+
+function runWorker(engine: 'lowbit' | 'llama.cpp', file: string, threads: number, vocab: number): WorkerResult {
+  const out = execFileSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'generate-worker.ts'), engine, file, String(threads), String(vocab)], {
+    encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20,
+  });
+  return JSON.parse(out.trim().split('\n').pop()!) as WorkerResult;
+}
+
+async function lowbitFile(shape: SynthShapeName, bits: string): Promise<string> {
+  const file = path.join(cacheDir, `${shape}-${BITS_FORMAT[bits]}.lowbit`);
+  if (!fs.existsSync(file)) {
+    console.log(`synthesizing ${path.basename(file)} ...`);
+    await synthModel(file, { shape, bits: Number(bits), seed: 1 });
+  }
+  return file;
+}
+
+function ggufFile(shape: SynthShapeName, from: string, type: GgufLinearType): string {
+  const file = path.join(cacheDir, `${shape}-${type}.gguf`);
+  if (!fs.existsSync(file)) {
+    console.log(`exporting ${path.basename(file)} ...`);
+    exportGguf(from, file, { linear: type, vocabulary: VOCABULARIES[SYNTH_SHAPES[shape].config.vocabSize] });
+  }
+  return file;
+}
+
+const results: GenerateResult[] = [];
+
+function measure(engine: GenerateResult['engine'], shape: SynthShapeName, format: string, file: string) {
+  const bytesPerToken = weightBytesPerToken(file) + kvBytesPerToken(shape);
+  for (const threads of threadCounts) {
+    const r = runWorker(engine, file, threads, SYNTH_SHAPES[shape].config.vocabSize);
+    const bandwidthGBps = dramBandwidth(threads, cpuInfo().isas);
+    const row: GenerateResult = {
+      engine, shape, format, threads, promptTokens: PROMPT_TOKENS, genTokens: DECODE_TOKENS, ...r, bytesPerToken, bandwidthGBps,
+      rooflineRatio: (r.decodeTps * bytesPerToken) / (bandwidthGBps * 1e9),
+    };
+    results.push(row);
+    console.log(
+      `${engine.padEnd(9)} ${shape.padEnd(15)} ${format.padEnd(6)} ${threads}t  decode ${r.decodeTps.toFixed(1).padStart(6)} tok/s ` +
+        `(roofline ${row.rooflineRatio.toFixed(2)})  prefill ${r.prefillTps.toFixed(1).padStart(6)} tok/s  ` +
+        `RSS ${(r.rssBytes / 2 ** 20).toFixed(0)} MiB  file ${(r.fileBytes / 2 ** 20).toFixed(0)} MiB`,
+    );
+  }
+}
+
+async function main() {
+  fs.mkdirSync(cacheDir, { recursive: true });
+  console.log(`DRAM read bandwidth: ${threadCounts.map((t) => `${t}t ${dramBandwidth(t, cpuInfo().isas).toFixed(1)} GB/s`).join(', ')}; context ${CONTEXT}`);
+  for (const shape of shapes) {
+    const files = new Map<string, string>();
+    for (const bits of bitsList) {
+      const file = await lowbitFile(shape, bits);
+      files.set(BITS_FORMAT[bits], file);
+      measure('lowbit', shape, BITS_FORMAT[bits], file);
+    }
+    if (values['no-peer']) continue;
+    const c = SYNTH_SHAPES[shape].config;
+    const peers: [GgufLinearType, string][] = [['q4_0', 'b4']];
+    if (c.dim % 256 === 0 && c.hiddenDim % 256 === 0) peers.push(['tq2_0', 't158'], ['tq1_0', 't158']);
+    else console.log(`${shape}: rows of ${c.dim} / ${c.hiddenDim} are not whole 256-blocks: llama.cpp cannot hold them as TQ2_0/TQ1_0`);
+    for (const [type, format] of peers) {
+      const from = files.get(format);
+      if (from) measure('llama.cpp', shape, type, ggufFile(shape, from, type));
+    }
+  }
+  fs.mkdirSync(path.dirname(values.out!), { recursive: true });
+  fs.writeFileSync(values.out!, `${JSON.stringify(results, null, 2)}\n`);
+  console.log(`wrote ${results.length} rows to ${values.out}`);
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exitCode = 1;
+});
