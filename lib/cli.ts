@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 /**
- * The `lowbit` command: run | tokenize | info | quantize | eval | synth. Scripts depend on this
- * contract: `run` writes only the generated text to stdout, streaming, and one summary line to
- * stderr; `eval` prints one JSON object to stdout; `quantize` and `synth` draw a progress bar on
- * stderr when it is a terminal and end with one summary line there. Every failure is one line
+ * The `lowbit` command: run | tokenize | info | quantize | sharp | eval | synth. Scripts depend on
+ * this contract: `run` writes only the generated text to stdout, streaming, and one summary line to
+ * stderr; `eval` prints one JSON object to stdout; `quantize`, `sharp` and `synth` draw a progress
+ * bar on stderr when it is a terminal and end with one summary line there. Every failure is one line
  * `lowbit: <message>` on stderr and exit code 1.
  */
 import * as fs from 'node:fs';
@@ -12,11 +12,13 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { ProgressBar } from './convert/progress';
 import { quantizeModel } from './convert/quantize';
+import { type SharpResult, sharpModel } from './convert/sharp';
 import { SYNTH_SHAPE_NAMES, synthModel } from './convert/synth';
 import { LowbitError } from './errors';
 import { evaluateText } from './eval';
 import { detectContainer, openModel } from './io';
 import { type LowbitFileDescription, describeLowbitFile } from './io/lowbit-format';
+import type { SharpLayout } from './io/sharp';
 import { loadModel, type LowbitModel } from './model/model';
 import { loadTokenizer, type Tokenizer } from './tokenizer';
 import { LOWBIT_VERSION } from './version';
@@ -34,6 +36,14 @@ const USAGE = `Usage:
              [--tensor-bits 'mlp.down=4,attn.*=3,*=2'] [--embeddings f16|f32] [--tokenizer FILE] [--threads N]
       Writes one lowbit file. --method exact (default) packs ParetoQ checkpoints exactly, in their own
       precision (fake-quantized weights, or latent weights + weight_clip_val); rtn and mse quantize float models.
+  lowbit sharp <in> <out> [--schedule later-half|every-other|'3<2,4<2'] [--rank R|'gate=16,up=16,down=32']
+             [--mats gate,up,down] [--init none|svd|cov] [--calib FILE] [--calib-tokens N] [--refine STEPS]
+             [--refine-lr LR] [--bits 1|1.58|2|3|4 [--method exact|rtn|mse] [--group G]] [--recovery f32|f16]
+             [--seed S] [--tokenizer FILE] [--threads N]
+      Writes one lowbit file (format version 2) in which target layers reuse a reference layer's MLP
+      weights (held once in memory) plus a low-rank recovery y = W_ref x + B (A x) per shared projection.
+      Schedule default later-half, rank 16, init svd; cov and --refine (Single Layer Warmup) need --calib.
+      With --bits every linear layer is quantized and the recovery is fitted to the quantized reference.
   lowbit eval <model> --text FILE [--ref MODEL] [--ctx N] [--activations f32|int8] [--threads N]
       Prints JSON: perplexity with ParetoQ's protocol (no BOS, non-overlapping blocks of ctx tokens,
       default min(1024, trained context)); with --ref also KL(ref || model) and top-1 agreement.
@@ -132,6 +142,12 @@ async function tokenize(args: string[]): Promise<void> {
   process.stdout.write(`${JSON.stringify(tokenizer.encode(values.text, { bos: values.bos as boolean }))}\n`);
 }
 
+/** `3<2, 4<3 share gate, up, down (ranks 16/16/32, init cov, 300 refine steps)` */
+function sharpText(s: SharpLayout): string {
+  return `${s.schedule.map((p) => `${p.target}<${p.reference}`).join(', ')} share ${s.mats.join(', ')} ` +
+    `(ranks ${s.ranks.gate}/${s.ranks.up}/${s.ranks.down}, init ${s.init}${s.refine > 0 ? `, ${s.refine} refine steps` : ''})`;
+}
+
 /** Lines about a lowbit file's recipe and where its bytes go. */
 function lowbitFileLines(file: LowbitFileDescription): string[] {
   const r = file.recipe, b = file.bytes;
@@ -139,9 +155,10 @@ function lowbitFileLines(file: LowbitFileDescription): string[] {
     ? `, tensor bits ${r.tensorBits.map((rule: { pattern?: unknown; bits?: unknown }) => `${String(rule.pattern)}=${String(rule.bits)}`).join(',')}`
     : '';
   const kinds = ['attention', 'mlp', 'embeddings', 'head', 'norms', 'tokenizer', 'header'] as const;
+  const weights = r.bits === null ? 'float weights as stored' : `${String(r.bits)}-bit, method ${String(r.method)}, group ${String(r.group)}`;
   return [
-    `  lowbit file v${file.version}: ${String(r.tool)} ${String(r.bits)}-bit, method ${String(r.method)}, group ${String(r.group)}` +
-      `, embeddings ${String(r.embeddings)}${rules}`,
+    `  lowbit file v${file.version}: ${String(r.tool)} ${weights}, embeddings ${String(r.embeddings)}${rules}`,
+    ...(file.sharp ? [`  sharp: layers ${sharpText(file.sharp)}`] : []),
     `  made from ${String(r.source)} by lowbit ${String(r.lowbitVersion)} on ${String(r.date)}` +
       `${r.seed !== undefined ? `, seed ${String(r.seed)}` : ''}`,
     `  bytes: ${kinds.map((k) => `${k} ${b[k].toLocaleString('en-US')}`).join(', ')}; total ${b.total.toLocaleString('en-US')}`,
@@ -166,6 +183,8 @@ async function info(args: string[]): Promise<void> {
       `  vocab ${c.vocabSize}, max positions ${c.maxSeqLen}, rope theta ${c.ropeTheta} (${c.ropeStyle}), norm eps ${c.normEps}` +
         `${c.tiedEmbeddings ? ', tied embeddings' : ''}`,
       `  parameters ${i.parameters.toLocaleString('en-US')}, ${(i.bytes / 2 ** 20).toFixed(2)} MiB in memory`,
+      `  MLP: ${i.mlp.storedParameters.toLocaleString('en-US')} of ${i.mlp.logicalParameters.toLocaleString('en-US')} parameters stored` +
+        ` (${mib(i.mlp.storedBytes)} of ${mib(i.mlp.logicalBytes)})${i.sharp ? `, ${percent(1 - i.mlp.storedParameters / i.mlp.logicalParameters)} saved by sharing` : ''}`,
       `  formats: ${formatsText(i.formats)}`,
       `  tokenizer: ${i.tokenizer.kind}, ${i.tokenizer.vocabSize} ids, bos ${i.tokenizer.bosId}, eos ${i.tokenizer.eosIds.join(' ')}`,
       ...(i.chatFormat ? [`  chat format: ${i.chatFormat}`] : []),
@@ -211,6 +230,54 @@ async function quantize(args: string[]): Promise<void> {
     bar.finish(`[lowbit] wrote ${output}: ${mib(result.bytes)} (source weights ${mib(result.sourceWeightBytes)}: ` +
       `${(result.sourceWeightBytes / result.bytes).toFixed(2)}x); linear layers ${layers}; method ${result.recipe.method}; ` +
       `${result.seconds.toFixed(1)} s`);
+  } catch (error) {
+    bar.abandon();
+    throw error;
+  }
+}
+
+function percent(fraction: number): string {
+  return `${(fraction * 100).toFixed(1)}%`;
+}
+
+function sharpSummary(output: string, result: SharpResult): string {
+  const m = result.mlp, r = result.recipe;
+  const weights = r.bits === null ? 'float weights' : `${String(r.bits)}-bit ${String(r.method)}`;
+  return `[lowbit] wrote ${output}: ${mib(result.bytes)}; layers ${sharpText(result.layout)}; ${weights}; ` +
+    `MLP parameters stored ${m.storedParameters.toLocaleString('en-US')} of ${m.logicalParameters.toLocaleString('en-US')} ` +
+    `(${percent(m.savedFraction)} saved); ${result.seconds.toFixed(1)} s`;
+}
+
+async function sharp(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, {
+    schedule: { type: 'string' }, rank: { type: 'string' }, mats: { type: 'string' }, init: { type: 'string' },
+    calib: { type: 'string' }, 'calib-tokens': { type: 'string' }, refine: { type: 'string' }, 'refine-lr': { type: 'string' },
+    bits: { type: 'string' }, method: { type: 'string' }, group: { type: 'string' }, recovery: { type: 'string' },
+    seed: { type: 'string' }, tokenizer: { type: 'string' }, threads: { type: 'string' },
+  });
+  if (positionals.length !== 2) throw new TypeError(`sharp needs an input model and an output file, got ${positionals.length} paths`);
+  const [input, output] = positionals;
+  const bar = new ProgressBar(process.stderr, 'sharp');
+  try {
+    const result = await sharpModel(input, output, {
+      schedule: values.schedule as string | undefined,
+      rank: values.rank as string | undefined,
+      mats: values.mats as string | undefined,
+      init: values.init as 'svd' | undefined,
+      calib: values.calib as string | undefined,
+      calibTokens: numberOption(values['calib-tokens'], 'calib-tokens'),
+      refine: numberOption(values.refine, 'refine'),
+      refineLearningRate: numberOption(values['refine-lr'], 'refine-lr'),
+      bits: values.bits as string | undefined,
+      method: values.method as 'exact' | undefined,
+      group: numberOption(values.group, 'group'),
+      recovery: values.recovery as 'f32' | undefined,
+      seed: numberOption(values.seed, 'seed'),
+      tokenizer: values.tokenizer as string | undefined,
+      threads: numberOption(values.threads, 'threads'),
+      onProgress: bar.update,
+    });
+    bar.finish(sharpSummary(output, result));
   } catch (error) {
     bar.abandon();
     throw error;
@@ -274,7 +341,7 @@ async function synth(args: string[]): Promise<void> {
   }
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { run, tokenize, info, quantize, eval: evaluate, synth };
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { run, tokenize, info, quantize, sharp, eval: evaluate, synth };
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

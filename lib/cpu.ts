@@ -1,22 +1,15 @@
 /** What the CPU offers and which kernels lowbit runs on it. */
-import { binding, callNative, type IsaName } from './native';
+import { type AddonCpuInfo, binding, callNative } from './native';
 
 export type { IsaName } from './native';
 
-export interface CpuInfo {
-  /** `x64`, `arm64` or `other`. */
-  arch: string;
-  /** Instruction-set features detected (cpuid / hwcaps), e.g. avx512vnni, dotprod. */
-  features: Record<string, boolean>;
-  physicalCores: number;
-  logicalCores: number;
-  /** Threads used when an option leaves them unset: the physical cores. */
-  defaultThreads: number;
-  /** Kernels in use: the best the CPU supports, or LOWBIT_ISA when set. */
-  isa: IsaName;
-  /** Every kernel set this CPU can run. */
-  isas: IsaName[];
-}
+/**
+ * `arch` (`x64`, `arm64` or `other`); `features` detected by cpuid / hwcaps (avx512vnni, dotprod
+ * ...); `physicalCores` and `logicalCores`; `defaultThreads` (the physical cores, used when an
+ * option leaves threads unset); `isa`, the kernels in use (the best the CPU supports, or
+ * LOWBIT_ISA when set); `isas`, every kernel set this CPU can run.
+ */
+export type CpuInfo = AddonCpuInfo;
 
 /** Features of this CPU and the kernel set chosen for it. Throws if LOWBIT_ISA names one it cannot run. */
 export function cpuInfo(): CpuInfo {

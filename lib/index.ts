@@ -14,6 +14,9 @@ export {
 export { type ChatOptions, type LoadModelOptions, loadModel, LowbitModel, type ModelInfo } from './model/model';
 export type { ChatFormat, ChatMessage, Tokenizer } from './tokenizer';
 export { type QuantizeModelOptions, type QuantizeResult, quantizeModel } from './convert/quantize';
+export { type SharpLayerReport, type SharpModelOptions, type SharpResult, sharpModel } from './convert/sharp';
+export type { MlpProjection, RecoveryInit, SharpLayout, SharpPair } from './io/sharp';
+export type { MlpStorage } from './model/assemble';
 export { type SynthOptions, SYNTH_SHAPE_NAMES, type SynthShapeName, synthModel } from './convert/synth';
 export type { ConvertProgress } from './convert/progress';
 export { type EvaluateOptions, type Evaluation, evaluateText } from './eval';

@@ -91,6 +91,47 @@ export interface AddonContext {
   tokens(): Int32Array;
   abort(): void;
   dispose(): void;
+  /** From the next eval on, records what these layers' MLPs read (null: stop). */
+  recordMlp(layers: Int32Array | null): void;
+  /** A recorded layer's MLP inputs: post-norm hidden states (tokens x dim) and SwiGLU products (tokens x hidden). */
+  recordedMlp(layer: number): { ffnIn: Float32Array; swiglu: Float32Array };
+}
+
+/** The MLP projections SHARP shares, in the order native code numbers them. */
+export type AddonMlpName = 'gate' | 'up' | 'down';
+
+/** One target layer of a SHARP fit (native/napi/sharp-wrap.cpp). */
+export interface AddonSharpLayer {
+  layer: number;
+  dim: number;
+  hidden: number;
+  /** The layer's original weights. */
+  target: Record<AddonMlpName, Float32Array>;
+  /** What the runtime multiplies instead: the reference's (dequantized) weight, or the layer's own. */
+  base: Record<AddonMlpName, Float32Array>;
+  /** 0: no recovery for that projection. */
+  rank: Record<AddonMlpName, number>;
+  /** Calibration inputs (tokens x dim, tokens x hidden) recorded from the original model. */
+  ffnIn?: Float32Array;
+  swiglu?: Float32Array;
+}
+
+export interface AddonSharpRequest {
+  layers: AddonSharpLayer[];
+  init: 'none' | 'svd' | 'cov';
+  refineSteps: number;
+  learningRate: number;
+  batch: number;
+  seed: number;
+  threads: number;
+}
+
+export interface AddonSharpFit {
+  recovery: Partial<Record<AddonMlpName, { a: Float32Array; b: Float32Array }>>;
+  report: Record<AddonMlpName, { weightError: number; outputError: number }>;
+  lossShared: number;
+  lossInit: number;
+  lossRefined: number;
 }
 
 export interface AddonSamplerParams {
@@ -136,6 +177,7 @@ export interface Binding {
   measureRead(bytes: number, threads: number, minSeconds: number, isa?: IsaName): number;
   measureMatmul(tensors: AddonQTensor[], x: Float32Array, n: number, threads: number, act: ActivationMode,
     minSeconds: number, isa?: IsaName): number;
+  sharpFit(request: AddonSharpRequest): Promise<AddonSharpFit[]>;
 }
 
 let cached: Binding | undefined;

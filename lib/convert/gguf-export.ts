@@ -12,6 +12,7 @@ import {
 } from '../io';
 import { dequantizeToF32, encodeBlocks, f32ToF16 } from '../io/dtypes';
 import { EMBED_TOKENS, FINAL_NORM, LAYER_ROLES, LM_HEAD, layerTensorName, ropeRowOrder } from '../io/llama';
+import { refuseShared } from '../io/sharp';
 import type { LlamaConfig, ModelSource } from '../io/types';
 import { matrixTensor } from '../model/assemble';
 import type { FormatName } from '../native';
@@ -108,6 +109,7 @@ function vectorBytes(source: ModelSource, name: string): GgufTensorInput {
 export function exportGguf(modelPath: string, outPath: string, options: GgufExportOptions): void {
   const source = openModel(modelPath);
   try {
+    refuseShared(source, 'GGUF export');
     const c = source.config;
     const vocabulary = readGgufMetadata(options.vocabulary);
     const metadata: [string, GgufMetadataValue][] = llamaMetadata(c, source.path);

@@ -14,6 +14,7 @@ import { EMBED_TOKENS, FINAL_NORM, LAYER_ROLES, LM_HEAD, type LayerRole, layerTe
 import {
   type LowbitFloatFormat, type LowbitRecipe, type LowbitTensorToWrite, isLowbitTensor, writeLowbitFile,
 } from '../io/lowbit-format';
+import { refuseShared } from '../io/sharp';
 import type { LlamaConfig, ModelSource, TensorInfo } from '../io/types';
 import { type QTensor, QUANT_METHODS, type QuantFormat, type QuantMethod, quantizeAsync, tensorFromPacked } from '../qtensor';
 import { integerIn, invalidParameter, knownOptions, oneOf, plainObject } from '../validate';
@@ -342,6 +343,7 @@ export async function quantizeModel(input: string, output: string, options: Quan
   const started = performance.now();
   const source = openModel(input, { tokenizer: o.tokenizer });
   try {
+    refuseShared(source, 'quantize');
     const tokenizer = tokenizerToEmbed(source);
     const { config, headDeduplicated } = dedupedConfig(source);
     const matcher = new TensorBitsMatcher(o.rules, o.bits);

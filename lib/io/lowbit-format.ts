@@ -4,23 +4,30 @@
  * native/core/formats.h) plus `F32 [rows, groups]` scales named `<name>.scales`; float tensors are
  * F32/F16/BF16; the tokenizer file rides along as the `U8` tensor `lowbit.tokenizer`. The
  * `__metadata__` strings `lowbit.*` hold JSON: version, Llama config, per-tensor format, tokenizer
- * kind and special ids, and the recipe that made the file.
+ * kind and special ids, and the recipe that made the file. Version 2 adds `lowbit.sharp`: layers
+ * that reuse another layer's MLP weights, with low-rank recovery tensors (./sharp.ts).
  */
 import { LowbitFormatError } from '../errors';
 import { binding } from '../native';
 import type { QuantFormat } from '../qtensor';
 import { type JsonObject, JsonFields, isJsonObject, parseJson } from './json';
-import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, canonicalShapes, checkLlamaConfig } from './llama';
+import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, checkLlamaConfig } from './llama';
 import { type SafetensorsEntry, type SafetensorsHeader, readSafetensorsHeader } from './safetensors';
 import { type SafetensorsLayout, type SafetensorsStreamTensor, safetensorsLayout, writeSafetensorsStream } from './safetensors-writer';
+import { type SharpLayout, MLP_PROJECTIONS, RECOVERY_INITS, type MlpProjection, type RecoveryInit, isLoraTensor, sharpLayoutProblem, sharpShapes } from './sharp';
 import { type ByteSource, FileSource } from './source';
 import { closeOnError, createModelSource, fileTensor } from './tensors';
 import type {
   EmbeddedTokenizer, EmbeddedTokenizerKind, LlamaConfig, ModelSource, RopeScaling, TensorInfo, TokenizerSource,
 } from './types';
 
-/** The format version this lowbit writes and the only one it reads. */
-export const LOWBIT_FORMAT_VERSION = 1;
+/**
+ * The newest format version: what files with SHARP sharing are written as. Files without sharing
+ * are written as version 1, which every lowbit reads; this one reads both.
+ */
+export const LOWBIT_FORMAT_VERSION = 2;
+/** The versions this lowbit reads. */
+export const LOWBIT_READ_VERSIONS: readonly number[] = [1, 2];
 
 /** `__metadata__` keys; `lowbit.version` also marks a safetensors file as ours. */
 export const LOWBIT_KEYS = {
@@ -29,6 +36,7 @@ export const LOWBIT_KEYS = {
   tensors: 'lowbit.tensors',
   tokenizer: 'lowbit.tokenizer',
   recipe: 'lowbit.recipe',
+  sharp: 'lowbit.sharp',
 } as const;
 
 /** The U8 tensor holding the tokenizer file. */
@@ -48,11 +56,11 @@ const MAX_TOKENIZER_BYTES = 256 << 20;
 
 /** How a file was made; written by the converters, shown by `lowbit info`. */
 export interface LowbitRecipe {
-  /** `quantize` (a converted model) or `synth` (random weights on the grid). */
-  readonly tool: 'quantize' | 'synth';
-  /** Default bits of the linear layers: 1, 1.58, 2, 3 or 4. */
-  readonly bits: number;
-  readonly method: 'exact' | 'rtn' | 'mse' | 'random';
+  /** `quantize` (a converted model), `synth` (random weights on the grid) or `sharp` (shared MLPs). */
+  readonly tool: 'quantize' | 'synth' | 'sharp';
+  /** Default bits of the linear layers: 1, 1.58, 2, 3 or 4 (`sharp` without bits: null, float weights). */
+  readonly bits: number | null;
+  readonly method: 'exact' | 'rtn' | 'mse' | 'random' | null;
   /** Columns per scale (0: one scale per row). */
   readonly group: number;
   /** `--tensor-bits` rules in the order given (first match wins). */
@@ -176,10 +184,11 @@ function metadataObject(file: string, header: SafetensorsHeader, key: string): M
 
 function readVersion(file: string, header: SafetensorsHeader): number {
   const text = header.metadata.get(LOWBIT_KEYS.version)!;
-  if (text !== String(LOWBIT_FORMAT_VERSION)) {
-    throw new LowbitFormatError(file, `format version ${JSON.stringify(text)} is not supported (this lowbit reads ${LOWBIT_FORMAT_VERSION})`, LOWBIT_KEYS.version);
+  const version = LOWBIT_READ_VERSIONS.find((v) => text === String(v));
+  if (version === undefined) {
+    throw new LowbitFormatError(file, `format version ${JSON.stringify(text)} is not supported (this lowbit reads ${LOWBIT_READ_VERSIONS.join(' and ')})`, LOWBIT_KEYS.version);
   }
-  return LOWBIT_FORMAT_VERSION;
+  return version;
 }
 
 function readRopeScaling(fields: MetadataFields): RopeScaling | undefined {
@@ -243,16 +252,46 @@ function readTensorEntry(file: string, name: string, value: unknown, shape: read
   return { format: format as LowbitTensorFormat, group: group as number };
 }
 
-function readTensorEntries(file: string, header: SafetensorsHeader, config: LlamaConfig): Map<string, TensorEntry> {
+/** `lowbit.sharp` (version 2), checked against the config; undefined when absent. */
+function readSharp(file: string, header: SafetensorsHeader, version: number, config: LlamaConfig): SharpLayout | undefined {
+  if (!header.metadata.has(LOWBIT_KEYS.sharp)) return undefined;
+  if (version < 2) throw new LowbitFormatError(file, 'needs format version 2', LOWBIT_KEYS.sharp);
+  const fields = metadataObject(file, header, LOWBIT_KEYS.sharp);
+  const schedule = fields.get('schedule'), mats = fields.get('mats'), ranks = fields.get('ranks');
+  if (!Array.isArray(schedule) || !schedule.every((p) => isJsonObject(p) && Number.isSafeInteger(p.target) && Number.isSafeInteger(p.reference))) {
+    throw fields.fail('expected an array of {"target", "reference"} layer indices', 'schedule');
+  }
+  if (!Array.isArray(mats) || !mats.every((m) => MLP_PROJECTIONS.includes(m as MlpProjection))) throw fields.fail(`expected an array of ${MLP_PROJECTIONS.join(', ')}`, 'mats');
+  if (!isJsonObject(ranks)) throw fields.fail('expected an object of ranks', 'ranks');
+  const rankFields = new MetadataFields(file, ranks, LOWBIT_KEYS.sharp);
+  const init = fields.string('init');
+  if (!RECOVERY_INITS.includes(init as RecoveryInit)) throw fields.fail(`must be one of ${RECOVERY_INITS.join(', ')}`, 'init');
+  const layout: SharpLayout = {
+    schedule: schedule.map((p) => ({ target: (p as JsonObject).target as number, reference: (p as JsonObject).reference as number })),
+    mats: mats as MlpProjection[],
+    ranks: { gate: rankFields.integer('gate'), up: rankFields.integer('up'), down: rankFields.integer('down') },
+    init: init as RecoveryInit,
+    refine: fields.integer('refine'),
+  };
+  const problem = sharpLayoutProblem(config, layout);
+  if (problem !== undefined) throw fields.fail(problem.message, problem.field);
+  return layout;
+}
+
+function readTensorEntries(file: string, header: SafetensorsHeader, config: LlamaConfig, sharp: SharpLayout | undefined): Map<string, TensorEntry> {
   const fields = metadataObject(file, header, LOWBIT_KEYS.tensors);
-  const shapes = canonicalShapes(config);
+  const shapes = sharpShapes(config, sharp);
   for (const name of Object.keys(fields.value)) {
     if (!shapes.has(name)) throw new LowbitFormatError(file, `is not a tensor of this Llama config (in ${LOWBIT_KEYS.tensors})`, name);
   }
   const entries = new Map<string, TensorEntry>();
   for (const [name, shape] of shapes) {
     if (!Object.hasOwn(fields.value, name)) throw new LowbitFormatError(file, `missing from ${LOWBIT_KEYS.tensors}`, name);
-    entries.set(name, readTensorEntry(file, name, fields.value[name], shape));
+    const entry = readTensorEntry(file, name, fields.value[name], shape);
+    if (isLoraTensor(name) && !FLOAT_FORMAT_NAMES.includes(entry.format as LowbitFloatFormat)) {
+      throw new LowbitFormatError(file, `a recovery factor must be f32, f16 or bf16, not ${entry.format} (in ${LOWBIT_KEYS.tensors})`, name);
+    }
+    entries.set(name, entry);
   }
   return entries;
 }
@@ -285,10 +324,11 @@ function quantizedTensor(source: ByteSource, byName: ReadonlyMap<string, Safeten
   });
 }
 
-function readTensors(source: ByteSource, header: SafetensorsHeader, entries: ReadonlyMap<string, TensorEntry>, config: LlamaConfig): Map<string, TensorInfo> {
+function readTensors(source: ByteSource, header: SafetensorsHeader, entries: ReadonlyMap<string, TensorEntry>, config: LlamaConfig,
+  sharp: SharpLayout | undefined): Map<string, TensorInfo> {
   const file = source.file;
   const byName = new Map(header.tensors.map((t) => [t.name, t]));
-  const shapes = canonicalShapes(config);
+  const shapes = sharpShapes(config, sharp);
   const tensors = new Map<string, TensorInfo>();
   const described = new Set([TOKENIZER_TENSOR]);
   for (const [name, entry] of entries) {
@@ -362,7 +402,8 @@ export function openLowbitFile(path: string, options: LowbitOpenOptions = {}): M
       if (!isLowbitHeader(header)) throw new LowbitFormatError(path, 'is a safetensors file without lowbit metadata', LOWBIT_KEYS.version);
       const version = readVersion(path, header);
       const config = readConfig(path, header);
-      const tensors = readTensors(source, header, readTensorEntries(path, header, config), config);
+      const sharp = readSharp(path, header, version, config);
+      const tensors = readTensors(source, header, readTensorEntries(path, header, config, sharp), config, sharp);
       const embedded = readTokenizer(source, header, config);
       const tokenizer: TokenizerSource = options.tokenizer !== undefined
         ? { kind: 'file', path: options.tokenizer }
@@ -377,7 +418,7 @@ export function openLowbitFile(path: string, options: LowbitOpenOptions = {}): M
         ['lowbit.bytes', bytesByKind(header)],
       ]);
       return createModelSource(
-        { path, container: 'lowbit', config, tensors, tokenizer, metadata, chatTemplate: embedded.chatTemplate },
+        { path, container: 'lowbit', config, tensors, tokenizer, metadata, chatTemplate: embedded.chatTemplate, sharp },
         () => source.close(),
       );
     },
@@ -389,6 +430,8 @@ export interface LowbitFileDescription {
   readonly version: number;
   readonly recipe: JsonObject;
   readonly bytes: LowbitBytes;
+  /** SHARP sharing, when the file has it. */
+  readonly sharp?: SharpLayout;
 }
 
 /** The version, recipe and byte breakdown of a lowbit file (reads its header only). */
@@ -399,6 +442,7 @@ export function describeLowbitFile(path: string): LowbitFileDescription {
       version: source.metadata.get(LOWBIT_KEYS.version) as number,
       recipe: source.metadata.get(LOWBIT_KEYS.recipe) as JsonObject,
       bytes: source.metadata.get('lowbit.bytes') as LowbitBytes,
+      ...(source.sharp !== undefined && { sharp: source.sharp }),
     };
   } finally {
     source.close();
@@ -428,8 +472,13 @@ export interface LowbitFileContent {
   readonly config: LlamaConfig;
   readonly tokenizer: LowbitTokenizer;
   readonly recipe: LowbitRecipe;
-  /** Every canonical tensor of `config` (no `lm_head` when tied), in file order. */
+  /**
+   * Every tensor of `config` (no `lm_head` when tied) and `sharp` (./sharp.ts `sharpShapes`: no
+   * shared projection of a target, its recovery factors instead), in file order.
+   */
   readonly tensors: readonly LowbitTensorToWrite[];
+  /** SHARP sharing; makes the file version 2. Defaults to none (version 1). */
+  readonly sharp?: SharpLayout;
 }
 
 /** The tensors and metadata of a file, ready for the safetensors writer. */
@@ -464,7 +513,9 @@ function streamsOf(tensor: LowbitTensorToWrite): SafetensorsStreamTensor[] {
 
 function checkContent(path: string, content: LowbitFileContent): void {
   checkLlamaConfig(path, content.config);
-  const shapes = canonicalShapes(content.config);
+  const problem = content.sharp && sharpLayoutProblem(content.config, content.sharp);
+  if (problem) throw new RangeError(`sharp.${problem.field}: ${problem.message}`);
+  const shapes = sharpShapes(content.config, content.sharp);
   const names = content.tensors.map((t) => t.name);
   const missing = [...shapes.keys()].filter((name) => !names.includes(name));
   const extra = names.filter((name) => !shapes.has(name));
@@ -478,7 +529,16 @@ function checkContent(path: string, content: LowbitFileContent): void {
     }
     if (!isQuantized(t.format) && !FLOAT_FORMAT_NAMES.includes(t.format)) throw new RangeError(`${t.name}: unknown format ${String(t.format)}`);
     if (isQuantized(t.format) && shape.length !== 2) throw new RangeError(`${t.name}: a vector cannot be ${t.format}`);
+    if (isQuantized(t.format) && isLoraTensor(t.name)) throw new RangeError(`${t.name}: a recovery factor cannot be ${t.format}`);
   }
+}
+
+/** `lowbit.sharp`: the layout's fields and nothing else. */
+function sharpMetadata(s: SharpLayout): string {
+  return JSON.stringify({
+    schedule: s.schedule.map(({ target, reference }) => ({ target, reference })), mats: s.mats,
+    ranks: { gate: s.ranks.gate, up: s.ranks.up, down: s.ranks.down }, init: s.init, refine: s.refine,
+  });
 }
 
 /** Lays out a lowbit file (header, sizes, metadata) without producing any tensor data. */
@@ -490,13 +550,14 @@ export function planLowbitFile(path: string, content: LowbitFileContent): Lowbit
     { format: t.format, shape: [...t.shape], ...(isQuantized(t.format) && { group: t.group ?? 0 }) },
   ]));
   const metadata = {
-    [LOWBIT_KEYS.version]: String(LOWBIT_FORMAT_VERSION),
+    [LOWBIT_KEYS.version]: String(content.sharp ? LOWBIT_FORMAT_VERSION : 1),
     [LOWBIT_KEYS.config]: JSON.stringify(content.config),
     [LOWBIT_KEYS.tensors]: JSON.stringify(entries),
     [LOWBIT_KEYS.tokenizer]: JSON.stringify({
       format: tokenizer.format, bosId: tokenizer.bosId, eosIds: tokenizer.eosIds, chatTemplate: tokenizer.chatTemplate,
     }),
     [LOWBIT_KEYS.recipe]: JSON.stringify(content.recipe),
+    ...(content.sharp && { [LOWBIT_KEYS.sharp]: sharpMetadata(content.sharp) }),
   };
   const streams: SafetensorsStreamTensor[] = [
     ...content.tensors.flatMap(streamsOf),

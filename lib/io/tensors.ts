@@ -4,6 +4,7 @@
  * ModelSource object every reader returns.
  */
 import { LowbitFormatError } from '../errors';
+import type { SharpLayout } from './sharp';
 import type { ByteSource } from './source';
 import type { LlamaConfig, ModelContainer, ModelSource, TensorDType, TensorInfo, TokenizerSource } from './types';
 
@@ -63,18 +64,20 @@ export interface ModelSourceParts {
   readonly bosId?: number;
   readonly eosIds?: readonly number[];
   readonly chatTemplate?: string;
+  readonly sharp?: SharpLayout;
 }
 
 /** A ModelSource whose close() runs `close` once. */
 export function createModelSource(parts: ModelSourceParts, close: () => void): ModelSource {
   let open = true;
-  const { bosId, eosIds, chatTemplate, ...required } = parts;
+  const { bosId, eosIds, chatTemplate, sharp, ...required } = parts;
   // Optional fields are left out rather than set to undefined.
   return Object.freeze({
     ...required,
     ...(bosId !== undefined && { bosId }),
     ...(eosIds !== undefined && { eosIds: Object.freeze([...eosIds]) }),
     ...(chatTemplate !== undefined && { chatTemplate }),
+    ...(sharp !== undefined && { sharp }),
     config: Object.freeze({ ...parts.config }),
     close() {
       if (!open) return;

@@ -3,6 +3,7 @@
  * demand, the tokenizer's source and the raw metadata. Readers never interpret tensors beyond
  * their storage type; assembly into a native model happens in lib/model.
  */
+import type { SharpLayout } from './sharp';
 
 /** Storage types a reader may hand out. Quantized GGUF types keep their llama.cpp block layout. */
 export type TensorDType =
@@ -114,5 +115,7 @@ export interface ModelSource {
   readonly eosIds?: readonly number[];
   /** Jinja chat template, when the file carries one. */
   readonly chatTemplate?: string;
+  /** SHARP: layers that reuse another layer's MLP weights (lowbit files of version 2). */
+  readonly sharp?: SharpLayout;
   close(): void;
 }

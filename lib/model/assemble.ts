@@ -4,19 +4,21 @@
  * GGUF Q4_0 as b4 (groups of 32), TQ1_0/TQ2_0 as t158 (groups of 256), Q8_0 dequantized to f32,
  * lowbit files' packed tensors as they are stored (the native side validates codes and scales) —
  * and float weights that already lie on a ParetoQ grid (fake-quantized checkpoints) are packed into
- * that grid's codes, bit-exact.
+ * that grid's codes, bit-exact. SHARP target layers get their reference layer's native tensor for a
+ * shared projection (one storage, aliased) plus the recovery factors A and B in float.
  */
 import { LowbitFormatError } from '../errors';
 import { blockCodes, dequantizeToF32, f16ToF32 } from '../io/dtypes';
 import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, layerTensorName, type LayerRole } from '../io/llama';
 import { isLowbitTensor, type LowbitTensorInfo } from '../io/lowbit-format';
+import { MLP_PROJECTIONS, type MlpProjection, loraTensorName, mlpShape, sharedReference } from '../io/sharp';
 import type { LlamaConfig, ModelSource, TensorInfo } from '../io/types';
 import {
   type ActivationMode, type AddonLayerWeights, type AddonLinearName, type AddonModel, type AddonModelConfig,
   type AddonQTensor, binding, callNative, type FormatName,
 } from '../native';
 
-/** Linear roles in the native layer struct, by Hugging Face role. */
+/** Linear roles in the native layer struct, by Hugging Face role (the MLP's keys are SHARP's projection names). */
 export const LINEAR_ROLES: ReadonlyArray<readonly [AddonLinearName, LayerRole]> = [
   ['wq', 'self_attn.q_proj'],
   ['wk', 'self_attn.k_proj'],
@@ -34,13 +36,28 @@ export interface AssembleOptions {
   readonly activations?: ActivationMode;
 }
 
+/** What the MLP weights take, as the model computes with them and as they are stored (SHARP shares). */
+export interface MlpStorage {
+  /** Weights of every layer's gate, up and down, counting a shared one in every layer that uses it. */
+  readonly logicalParameters: number;
+  /** Weights held: each distinct MLP weight once, plus recovery factors. */
+  readonly storedParameters: number;
+  /** Bytes in memory of the logical weights (packed codes and scales, or floats). */
+  readonly logicalBytes: number;
+  /** Bytes in memory of the stored weights and recovery factors. */
+  readonly storedBytes: number;
+}
+
 export interface AssembledModel {
   readonly native: AddonModel;
-  /** Format of every weight tensor, by canonical name. */
+  /** Format of every stored weight tensor, by canonical name. */
   readonly formats: ReadonlyMap<string, FormatName>;
-  /** Parameters (weights) of the model; a tied output counts once. */
+  /** Parameters (weights) the model stores; a tied output and a shared MLP weight count once. */
   readonly parameters: number;
+  readonly mlp: MlpStorage;
 }
+
+const LINEAR_ROLE_OF = Object.fromEntries(LINEAR_ROLES) as Record<AddonLinearName, LayerRole>;
 
 function required(source: ModelSource, name: string): TensorInfo {
   const info = source.tensors.get(name);
@@ -147,17 +164,42 @@ export function nativeConfig(config: LlamaConfig): AddonModelConfig {
   };
 }
 
+/** Bytes of the distinct tensors among `tensors`. */
+function distinctBytes(tensors: Iterable<AddonQTensor>): number {
+  let bytes = 0;
+  for (const t of new Set(tensors)) bytes += t.info().bytes;
+  return bytes;
+}
+
+/** Logical and stored MLP weights: a target's shared projection is its reference's tensor. */
+function mlpStorage(layers: readonly AddonLayerWeights[], c: LlamaConfig): MlpStorage {
+  const weights = layers.flatMap((l) => MLP_PROJECTIONS.map((mat) => l[mat]));
+  const factors = layers.flatMap((l) => Object.values(l.recovery ?? {}).flatMap((r) => [r.a, r.b]));
+  const count = (t: AddonQTensor) => t.info().rows * t.info().cols;
+  const stored = [...new Set(weights)].concat(factors);
+  return {
+    logicalParameters: layers.length * 3 * c.dim * c.hiddenDim,
+    storedParameters: stored.reduce((sum, t) => sum + count(t), 0),
+    logicalBytes: weights.reduce((sum, t) => sum + t.info().bytes, 0),
+    storedBytes: distinctBytes(stored),
+  };
+}
+
 /** Builds the native model. Temporary JS handles are released; the model keeps the weights. */
 export function assembleModel(source: ModelSource, options: AssembleOptions = {}): AssembledModel {
   const c = source.config;
   const formats = new Map<string, FormatName>();
   const handles: AddonQTensor[] = [];
-  const matrix = (name: string, rows: number, cols: number) => {
-    const [t, format] = matrixTensor(source, name, rows, cols, options);
+  const matrix = (name: string, rows: number, cols: number, matrixOptions = options) => {
+    const [t, format] = matrixTensor(source, name, rows, cols, matrixOptions);
     handles.push(t);
     formats.set(name, format);
     return t;
   };
+  // Recovery factors stay float whatever their values (a grid would make them quantized).
+  const factor = (name: string, rows: number, cols: number) => matrix(name, rows, cols, { ...options, detectGrids: false });
+  const isShared = (layer: number, key: AddonLinearName) =>
+    MLP_PROJECTIONS.includes(key as MlpProjection) && sharedReference(source.sharp, layer, key as MlpProjection) !== undefined;
   try {
     const qDim = c.nHeads * c.headDim, kvDim = c.nKvHeads * c.headDim;
     const shapes: Record<AddonLinearName, [number, number]> = {
@@ -172,15 +214,29 @@ export function assembleModel(source: ModelSource, options: AssembleOptions = {}
         attnNorm: vector(source, layerTensorName(l, 'input_layernorm'), c.dim),
         ffnNorm: vector(source, layerTensorName(l, 'post_attention_layernorm'), c.dim),
       } as AddonLayerWeights;
-      for (const [key, role] of LINEAR_ROLES) layer[key] = matrix(layerTensorName(l, role), ...shapes[key]);
+      for (const [key] of LINEAR_ROLES.filter(([k]) => !isShared(l, k))) layer[key] = matrix(layerTensorName(l, LINEAR_ROLE_OF[key]), ...shapes[key]);
       layers.push(layer);
+    }
+    // SHARP targets, once every reference has its tensors (a reference may follow its target).
+    for (let l = 0; l < c.nLayers; l++) {
+      for (const mat of MLP_PROJECTIONS) {
+        const reference = sharedReference(source.sharp, l, mat);
+        if (reference === undefined) continue;
+        layers[l][mat] = layers[reference][mat];
+        const rank = source.sharp!.ranks[mat], [out, inputs] = mlpShape(c, mat);
+        if (rank === 0) continue;
+        layers[l].recovery = {
+          ...layers[l].recovery,
+          [mat]: { a: factor(loraTensorName(l, mat, 'a'), rank, inputs), b: factor(loraTensorName(l, mat, 'b'), out, rank) },
+        };
+      }
     }
     const finalNorm = vector(source, FINAL_NORM, c.dim);
     const AddonModelClass = binding().AddonModel;
     const native = callNative(() => new AddonModelClass(nativeConfig(c), { embedding, output, finalNorm, layers }, options.activations ?? 'int8'));
     let parameters = 0;
     for (const name of formats.keys()) parameters += source.tensors.get(name)!.shape.reduce((a, b) => a * b, 1);
-    return { native, formats, parameters };
+    return { native, formats, parameters, mlp: mlpStorage(layers, c) };
   } finally {
     for (const t of handles) t.dispose();
   }

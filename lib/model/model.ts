@@ -11,7 +11,8 @@ import type { LlamaConfig, ModelContainer, ModelSource } from '../io/types';
 import { type AddonContext, type AddonModel, awaitNative, binding, callNative, type FormatName } from '../native';
 import { type ChatFormat, type ChatMessage, detectChatFormat, formatChat, loadTokenizer, type Tokenizer } from '../tokenizer';
 import { integerIn, invalidParameter, knownOptions, oneOf, plainObject } from '../validate';
-import { assembleModel } from './assemble';
+import type { SharpLayout } from '../io/sharp';
+import { assembleModel, type MlpStorage } from './assemble';
 
 export interface LoadModelOptions {
   /** Threads for the model's work. Defaults to the number of physical cores. */
@@ -43,6 +44,10 @@ export interface ModelInfo {
   readonly formats: Readonly<Partial<Record<FormatName, number>>>;
   /** Bytes of weights in memory (shared tensors once). */
   readonly bytes: number;
+  /** MLP weights the model computes with (logical) and holds (stored); they differ when SHARP shares. */
+  readonly mlp: MlpStorage;
+  /** SHARP: which layers reuse which layer's MLP weights, when the model shares. */
+  readonly sharp?: SharpLayout;
   readonly contextLength: number;
   /** Bytes of the KV cache. */
   readonly kvCacheBytes: number;
@@ -235,7 +240,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     const kvBytes = 2 * config.nLayers * contextLength * config.nKvHeads * config.headDim * (o.kvCache === 'f16' ? 2 : 4);
     const info: ModelInfo = {
       path, container: source.container, architecture: 'llama', config, parameters: assembled.parameters,
-      tensorFormats: Object.fromEntries(assembled.formats), formats, bytes: assembled.native.info().bytes,
+      tensorFormats: Object.fromEntries(assembled.formats), formats, bytes: assembled.native.info().bytes, mlp: assembled.mlp,
+      ...(source.sharp !== undefined && { sharp: source.sharp }),
       contextLength, kvCacheBytes: kvBytes,
       tokenizer: { kind: tokenizer.kind, vocabSize: tokenizer.vocabSize, bosId: tokenizer.bosId, eosIds: tokenizer.eosIds },
       chatFormat: detectChatFormat(source.chatTemplate),

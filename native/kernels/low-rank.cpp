@@ -42,8 +42,9 @@ void matmul_low_rank(const low_rank_job *jobs, int count, const float *x, int64_
   for (int j = 0; j < count; j++) main[j] = {jobs[j].w, jobs[j].y};
   for (int j = 0; j < count; j++) n_low += jobs[j].a != nullptr;
   if (n_low == 0) return matmul_many(main.data(), count, x, n, mode, threads, k);
-  // A x of every recovery: one dispatch for all of them (they read the same x).
-  std::array<recovery_state, kMaxLowRankJobs> states;
+  // A x of every recovery: one dispatch for all of them (they read the same x). The buffers are
+  // reused across calls on a thread (a decode step makes dozens).
+  static thread_local std::array<recovery_state, kMaxLowRankJobs> states;
   n_low = 0;
   for (int j = 0; j < count; j++) {
     if (!jobs[j].a) continue;

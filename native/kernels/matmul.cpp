@@ -101,29 +101,44 @@ void act_layout_to_natural(const act_q8_plane &in, int w, int64_t cols, int64_t 
   out.built = true;
 }
 
-void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_q8 &out, int threads) {
+namespace {
+
+void prepare_plane(const kernel_table &k, const float *x, int64_t n, int64_t cols, int w, act_q8_plane &p, int threads) {
+  k.prepare_q8(x, n, cols, w, p, threads);
+}
+void prepare_plane(const kernel_table &k, const float *x, int64_t n, int64_t cols, int w, act_f32_plane &p, int threads) {
+  k.prepare_f32(x, n, cols, w, p, threads);
+}
+
+// Every plane width format f reads, each built once (b3 has two).
+template <class Act>
+void prepare_planes(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, Act &out, int threads) {
   const format_traits &t = traits(f);
-  out.cols = cols;
-  out.n = n;
-  act_segment_sums(x, n, cols, out.segment_sum);
-  for (auto &p : out.planes) p.built = false;
   for (int p = 0; p < t.n_planes; p++) {
-    act_q8_plane &plane = out.planes[width_slot(t.plane_bits[p])];
-    if (!plane.built) k.prepare_q8(x, n, cols, t.plane_bits[p], plane, threads);
+    auto &plane = out.planes[width_slot(t.plane_bits[p])];
+    if (!plane.built) prepare_plane(k, x, n, cols, t.plane_bits[p], plane, threads);
   }
 }
 
-void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_f32 &out, int threads) {
-  const format_traits &t = traits(f);
+template <class Act>
+void reset(Act &out, const float *x, int64_t n, int64_t cols) {
   out.cols = cols;
   out.n = n;
-  out.x = x;
   act_segment_sums(x, n, cols, out.segment_sum);
   for (auto &p : out.planes) p.built = false;
-  for (int p = 0; p < t.n_planes; p++) {
-    act_f32_plane &plane = out.planes[width_slot(t.plane_bits[p])];
-    if (!plane.built) k.prepare_f32(x, n, cols, t.plane_bits[p], plane, threads);
-  }
+}
+
+}  // namespace
+
+void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_q8 &out, int threads) {
+  reset(out, x, n, cols);
+  prepare_planes(k, f, x, n, cols, out, threads);
+}
+
+void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_f32 &out, int threads) {
+  reset(out, x, n, cols);
+  out.x = x;
+  prepare_planes(k, f, x, n, cols, out, threads);
 }
 
 namespace {
@@ -140,16 +155,7 @@ template <class Act>
 void prepare_all(const kernel_table &k, const matmul_job *jobs, int count, const float *x, int64_t n, int64_t cols,
                  Act &act, int threads) {
   act_prepare(k, jobs[0].w->fmt, x, n, cols, act, threads);
-  for (int j = 1; j < count; j++) {
-    const format_traits &t = traits(jobs[j].w->fmt);
-    for (int p = 0; p < t.n_planes; p++) {
-      const int w = t.plane_bits[p];
-      auto &plane = act.planes[width_slot(w)];
-      if (plane.built) continue;
-      if constexpr (std::is_same<Act, act_q8>::value) k.prepare_q8(x, n, cols, w, plane, threads);
-      else k.prepare_f32(x, n, cols, w, plane, threads);
-    }
-  }
+  for (int j = 1; j < count; j++) prepare_planes(k, jobs[j].w->fmt, x, n, cols, act, threads);
 }
 
 }  // namespace

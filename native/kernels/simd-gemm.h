@@ -299,7 +299,7 @@ LB_INLINE inline void plane_q8_pass(const qtensor &w, int64_t r, size_t plane_of
     typename Vec::Codes wv[RP];
 #pragma GCC unroll 16
     for (int i = 0; i < RP; i++) {
-      __builtin_prefetch(rows[i] + ahead + s * V, 0, 3);
+      __builtin_prefetch(rows[i] + ahead + s * V, 0, 1);
       wv[i] = Vec::load(rows[i] + s * V);
     }
     if constexpr (Vec::kPartIsSum) {

@@ -8,6 +8,7 @@
 #include "../kernels/kernels.h"
 #include "model-wrap.h"
 #include "qtensor-wrap.h"
+#include "sharp-wrap.h"
 
 namespace lb {
 namespace napi {
@@ -131,6 +132,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("formats", Napi::Function::New<Formats>(env, "formats"));
   exports.Set("measureRead", Napi::Function::New<MeasureRead>(env, "measureRead"));
   exports.Set("measureMatmul", Napi::Function::New<MeasureMatmul>(env, "measureMatmul"));
+  exports.Set("sharpFit", Napi::Function::New<SharpFit>(env, "sharpFit"));
   return exports;
 }
 

@@ -172,6 +172,8 @@ Napi::Function AddonContext::Define(Napi::Env env) {
                      {InstanceMethod<&AddonContext::Eval>("eval"), InstanceMethod<&AddonContext::Step>("step"),
                       InstanceMethod<&AddonContext::Truncate>("truncate"),
                       InstanceMethod<&AddonContext::Tokens>("tokens"), InstanceMethod<&AddonContext::Abort>("abort"),
+                      InstanceMethod<&AddonContext::RecordMlp>("recordMlp"),
+                      InstanceMethod<&AddonContext::RecordedMlp>("recordedMlp"),
                       InstanceMethod<&AddonContext::Dispose>("dispose")});
 }
 
@@ -303,6 +305,47 @@ Napi::Value AddonContext::Tokens(const Napi::CallbackInfo &info) {
   Napi::Int32Array out = Napi::Int32Array::New(info.Env(), s->ctx.tokens.size());
   std::memcpy(out.Data(), s->ctx.tokens.data(), s->ctx.tokens.size() * sizeof(int32_t));
   return out;
+}
+
+// recordMlp(layers: Int32Array | null): from the next eval on, records what those layers' MLPs
+// read (SHARP's calibration); null stops and frees the records.
+Napi::Value AddonContext::RecordMlp(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  auto s = live(env);
+  if (s->busy.load()) throw_coded(env, "LOWBIT_BUSY", "the context is evaluating");
+  s->recorder = mlp_recorder();
+  s->ctx.recorder = nullptr;
+  if (info[0].IsNull() || info[0].IsUndefined()) return env.Undefined();
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw Napi::TypeError::New(env, "layers must be an Int32Array or null");
+  const size_t n_layers = (size_t)s->m->config.n_layers;
+  s->recorder.wanted.assign(n_layers, 0);
+  s->recorder.ffn_in.resize(n_layers);
+  s->recorder.swiglu.resize(n_layers);
+  Napi::Int32Array layers = info[0].As<Napi::Int32Array>();
+  for (size_t i = 0; i < layers.ElementLength(); i++) {
+    if (layers[i] < 0 || (size_t)layers[i] >= n_layers) throw Napi::RangeError::New(env, "layer out of range");
+    s->recorder.wanted[layers[i]] = 1;
+  }
+  s->ctx.recorder = &s->recorder;
+  return env.Undefined();
+}
+
+// recordedMlp(layer) -> { ffnIn: Float32Array (tokens x dim), swiglu: Float32Array (tokens x hidden) }
+Napi::Value AddonContext::RecordedMlp(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  auto s = live(env);
+  if (s->busy.load()) throw_coded(env, "LOWBIT_BUSY", "the context is evaluating");
+  const int layer = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : -1;
+  if (!s->ctx.recorder || layer < 0 || (size_t)layer >= s->recorder.wanted.size() || !s->recorder.wanted[layer])
+    throw Napi::RangeError::New(env, "that layer is not being recorded");
+  Napi::Object o = Napi::Object::New(env);
+  for (auto [key, values] : {std::pair{"ffnIn", &s->recorder.ffn_in[layer]}, std::pair{"swiglu", &s->recorder.swiglu[layer]}}) {
+    Napi::Float32Array a = Napi::Float32Array::New(env, values->size());
+    if (!values->empty()) std::memcpy(a.Data(), values->data(), values->size() * sizeof(float));
+    o.Set(key, a);
+  }
+  return o;
 }
 
 Napi::Value AddonContext::Abort(const Napi::CallbackInfo &info) {

@@ -32,6 +32,7 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
 struct context_state {
   std::shared_ptr<const model> m;
   context ctx;
+  mlp_recorder recorder;  // in use while ctx.recorder points at it
   std::atomic<bool> abort{false};
   std::atomic<bool> busy{false};
 };
@@ -48,6 +49,8 @@ class AddonContext : public Napi::ObjectWrap<AddonContext> {
   Napi::Value Truncate(const Napi::CallbackInfo &info);
   Napi::Value Tokens(const Napi::CallbackInfo &info);
   Napi::Value Abort(const Napi::CallbackInfo &info);
+  Napi::Value RecordMlp(const Napi::CallbackInfo &info);
+  Napi::Value RecordedMlp(const Napi::CallbackInfo &info);
   Napi::Value Dispose(const Napi::CallbackInfo &info);
   std::shared_ptr<context_state> live(Napi::Env env) const;
   std::shared_ptr<context_state> state_;

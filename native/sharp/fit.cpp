@@ -91,8 +91,7 @@ void warm_up(const layer_job &j, const std::array<dmat, 2> &covs, const fit_opti
   }
   slw_options refine = o.refine;
   refine.seed = seed_of(o, j.layer, PROJ_COUNT);
-  slw_refine(shared, j.ffn_in, want, refine);
-  fit.loss_refined = slw_loss(shared, j.ffn_in, want, nullptr) * scale;
+  fit.loss_refined = slw_refine(shared, j.ffn_in, want, refine) * scale;
   for (int p = 0; p < PROJ_COUNT; p++) {
     fit.recovery[p] = shared.recovery[p];
     if (fit.recovery[p].empty()) continue;

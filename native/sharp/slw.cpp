@@ -119,9 +119,12 @@ dmat gather_rows(const dmat &m, const std::vector<int64_t> &order, int64_t from,
 
 }  // namespace
 
-void slw_refine(slw_mlp &m, const dmat &xs, const dmat &want, const slw_options &o) {
+double slw_refine(slw_mlp &m, const dmat &xs, const dmat &want, const slw_options &o) {
   const int64_t n = xs.rows, batch = std::min<int64_t>(std::max<int64_t>(o.batch, 1), n);
-  if (o.steps <= 0 || n == 0) return;
+  double best_loss = slw_loss(m, xs, want, nullptr);
+  if (o.steps <= 0 || n == 0) return best_loss;
+  low_rank_factors best[PROJ_COUNT];
+  for (int p = 0; p < PROJ_COUNT; p++) best[p] = m.recovery[p];
   std::vector<adam_moments> moments_a, moments_b;
   for (int p = 0; p < PROJ_COUNT; p++) {
     moments_a.emplace_back(m.recovery[p].a.v.size());
@@ -146,7 +149,15 @@ void slw_refine(slw_mlp &m, const dmat &xs, const dmat &want, const slw_options 
       adam_step(m.recovery[p].a, grads[p].a, moments_a[p], lr, step + 1);
       adam_step(m.recovery[p].b, grads[p].b, moments_b[p], lr, step + 1);
     }
+    if ((step + 1) % std::max(o.check_every, 1) != 0 && step + 1 != o.steps) continue;
+    const double loss = slw_loss(m, xs, want, nullptr);
+    if (loss < best_loss) {
+      best_loss = loss;
+      for (int p = 0; p < PROJ_COUNT; p++) best[p] = m.recovery[p];
+    }
   }
+  for (int p = 0; p < PROJ_COUNT; p++) m.recovery[p] = std::move(best[p]);
+  return best_loss;
 }
 
 }  // namespace sharp

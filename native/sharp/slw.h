@@ -32,10 +32,13 @@ struct slw_options {
   double learning_rate = 1e-3;  // Adam's, decayed to 0 on a cosine over the steps
   int64_t batch = 256;          // calibration rows per step (fewer when there are fewer)
   uint64_t seed = 0;            // order of the rows
+  int check_every = 25;         // steps between measurements of the loss on all of (xs, want)
 };
 
-// Adam steps on the factors of m, on minibatches of (xs, want).
-void slw_refine(slw_mlp &m, const dmat &xs, const dmat &want, const slw_options &o);
+// Adam steps on the factors of m, on minibatches of (xs, want). Minibatch steps can overshoot, so
+// the loss on all rows is measured at the start, every check_every steps and at the end, and m
+// keeps the factors that measured lowest. Returns that loss.
+double slw_refine(slw_mlp &m, const dmat &xs, const dmat &want, const slw_options &o);
 
 }  // namespace sharp
 }  // namespace lb

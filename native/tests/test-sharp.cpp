@@ -261,6 +261,23 @@ TEST(sharp_refinement_lowers_slw_loss) {
   }
 }
 
+TEST(sharp_refinement_keeps_its_best_factors) {
+  lbtest::rng r(48);
+  layer_job j = synthetic_layer(r, 16, 40, 300, 3);
+  slw_mlp shared;
+  for (int p = 0; p < PROJ_COUNT; p++) shared.base[p] = j.base[p];
+  slw_mlp original;
+  for (int p = 0; p < PROJ_COUNT; p++) original.base[p] = j.target[p];
+  const dmat want = mlp_output(original, j.ffn_in);
+  for (int p = 0; p < PROJ_COUNT; p++) shared.recovery[p] = fit_svd(sub(j.target[p], j.base[p]), 3, 1);
+  const double start = slw_loss(shared, j.ffn_in, want, nullptr);
+  slw_options o;
+  o.steps = 40, o.learning_rate = 0.5, o.batch = 16, o.check_every = 10;  // far too large a step
+  const double kept = slw_refine(shared, j.ffn_in, want, o);
+  CHECK(kept <= start);
+  CHECK(std::fabs(slw_loss(shared, j.ffn_in, want, nullptr) - kept) <= 1e-12 * kept);
+}
+
 TEST(sharp_fit_layers_reports_and_checks) {
   lbtest::rng r(47);
   std::vector<layer_job> jobs = {synthetic_layer(r, 12, 30, 200, 2), synthetic_layer(r, 12, 30, 200, 0)};

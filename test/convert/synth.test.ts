@@ -17,6 +17,7 @@ import { makeTempDir, modelPath, removeDir } from '../helpers/models';
 const PUBLIC: Record<string, [number, number, number, number, number, number, boolean]> = {
   'mobilellm-125m': [576, 1536, 30, 9, 3, 32000, true],
   'mobilellm-350m': [960, 2560, 32, 15, 5, 32000, true],
+  'tiny-256': [256, 512, 2, 4, 2, 512, false],
   'mobilellm-600m': [1152, 3072, 40, 18, 6, 32000, true],
   'mobilellm-1b': [1280, 3584, 54, 20, 5, 32000, true],
   'mobilellm-1.5b': [1600, 4352, 54, 25, 5, 32000, true],
@@ -163,7 +164,7 @@ describe('convert/synth', function () {
     assert.match(info.stdout, /lowbit file v1: synth 4-bit, method random, group 0, embeddings f16/);
     assert.match(info.stdout, /made from tiny by lowbit .*, seed 3/);
     for (const [args, pattern] of [
-      [['synth', '--shape', 'huge', '--bits', '2', '--out', out], /^lowbit: Expected one of 'tiny', 'mobilellm-125m', .* for shape but received 'huge'/],
+      [['synth', '--shape', 'huge', '--bits', '2', '--out', out], /^lowbit: Expected one of 'tiny', 'tiny-256', 'mobilellm-125m', .* for shape but received 'huge'/],
       [['synth', '--shape', 'tiny', '--bits', '2'], /^lowbit: synth needs --out FILE\n$/],
       [['synth', '--shape', 'tiny', '--bits', '2.5', '--out', out], /^lowbit: Expected one of 1, 1\.58, 2, 3, 4 for bits/],
       [['synth', '--shape', 'tiny', '--bits', '2', '--out', out, '--seed=-1'], /^lowbit: Expected an integer from 0 to 4294967295 for seed/],

@@ -1,10 +1,13 @@
 /**
  * Reading lowbit files back for tests: dequantized weights through the QTensor API, a float view of
  * a file for the float64 reference forward, sizes computed from the packing rule (docs/FORMAT.md,
- * native/core/formats.h) rather than from lowbit's own helpers, and an in-process CLI runner.
+ * native/core/formats.h) rather than from lowbit's own helpers, an in-process CLI runner, and
+ * rewriting a file's header to make hostile variants.
  */
+import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { main } from '../../lib/cli';
+import { LowbitFormatError } from '../../lib/errors';
 import { openModel } from '../../lib/io';
 import { isLowbitTensor } from '../../lib/io/lowbit-format';
 import type { ModelSource, TensorInfo } from '../../lib/io/types';
@@ -80,4 +83,45 @@ export async function runCli(args: string[]): Promise<{ code: number; stdout: st
     process.stderr.write = err;
     process.stderr.isTTY = tty;
   }
+}
+
+/** A safetensors header as JSON: tensors by name, plus `__metadata__`. */
+export interface Header {
+  [name: string]: { dtype: string; shape: number[]; data_offsets: [number, number] } | Record<string, string>;
+}
+
+/** The parsed header and data section of a safetensors file. */
+export function splitFile(file: string): { header: Header; data: Buffer } {
+  const bytes = fs.readFileSync(file);
+  const length = Number(bytes.readBigUInt64LE(0));
+  return { header: JSON.parse(bytes.subarray(8, 8 + length).toString()), data: bytes.subarray(8 + length) };
+}
+
+/** Writes `file` again with its header edited (and optionally its data). */
+export function rewrite(file: string, out: string, edit: (header: Header, metadata: Record<string, string>, data: Buffer) => void): string {
+  const { header, data } = splitFile(file);
+  const copy = Buffer.from(data);
+  edit(header, header.__metadata__ as Record<string, string>, copy);
+  const json = Buffer.from(JSON.stringify(header));
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(json.length));
+  fs.writeFileSync(out, Buffer.concat([length, json, copy]));
+  return out;
+}
+
+/** Edits the JSON held in the metadata string `key`. */
+export function editJson(metadata: Record<string, string>, key: string, edit: (value: Record<string, unknown>) => void): void {
+  const value = JSON.parse(metadata[key]);
+  edit(value);
+  metadata[key] = JSON.stringify(value);
+}
+
+/** Asserts that `run` throws a LowbitFormatError matching `pattern` (and naming `key`). */
+export function formatError(run: () => unknown, pattern: RegExp, key?: string): void {
+  assert.throws(run, (error: unknown) => {
+    assert.ok(error instanceof LowbitFormatError, `expected LowbitFormatError, got ${String(error)}`);
+    assert.match(error.message, pattern);
+    if (key !== undefined) assert.equal(error.key, key);
+    return true;
+  });
 }

@@ -16,6 +16,7 @@ import { tensorFromPacked } from '../../lib/qtensor';
 import { writeHfModel } from '../helpers/convert';
 import { seededRandom } from '../helpers/env';
 import { type HotRange, fuzzFile, mutate } from '../helpers/fuzz';
+import { type Header, editJson, formatError, rewrite, splitFile } from '../helpers/lowbit-files';
 import { makeTempDir, modelPath, removeDir } from '../helpers/models';
 
 const STORIES = modelPath('stories260K/stories260K.bin');
@@ -33,44 +34,6 @@ function openAndReadAll(file: string): void {
   } finally {
     model.close();
   }
-}
-
-interface Header {
-  [name: string]: { dtype: string; shape: number[]; data_offsets: [number, number] } | Record<string, string>;
-}
-
-/** The parsed header and data section of a safetensors file. */
-function splitFile(file: string): { header: Header; data: Buffer } {
-  const bytes = fs.readFileSync(file);
-  const length = Number(bytes.readBigUInt64LE(0));
-  return { header: JSON.parse(bytes.subarray(8, 8 + length).toString()), data: bytes.subarray(8 + length) };
-}
-
-/** Writes `file` again with its header edited (and optionally its data). */
-function rewrite(file: string, out: string, edit: (header: Header, metadata: Record<string, string>, data: Buffer) => void): string {
-  const { header, data } = splitFile(file);
-  const copy = Buffer.from(data);
-  edit(header, header.__metadata__ as Record<string, string>, copy);
-  const json = Buffer.from(JSON.stringify(header));
-  const length = Buffer.alloc(8);
-  length.writeBigUInt64LE(BigInt(json.length));
-  fs.writeFileSync(out, Buffer.concat([length, json, copy]));
-  return out;
-}
-
-function editJson(metadata: Record<string, string>, key: string, edit: (value: Record<string, unknown>) => void): void {
-  const value = JSON.parse(metadata[key]);
-  edit(value);
-  metadata[key] = JSON.stringify(value);
-}
-
-function formatError(run: () => unknown, pattern: RegExp, key?: string): void {
-  assert.throws(run, (error: unknown) => {
-    assert.ok(error instanceof LowbitFormatError, `expected LowbitFormatError, got ${String(error)}`);
-    assert.match(error.message, pattern);
-    if (key !== undefined) assert.equal(error.key, key);
-    return true;
-  });
 }
 
 async function loadError(file: string, pattern: RegExp, key?: string): Promise<void> {
@@ -199,7 +162,7 @@ describe('io/lowbit-format', function () {
 
     it('metadata: version, config, tensor table, tokenizer, recipe', () => {
       const cases: [Parameters<typeof rewrite>[2], RegExp, string][] = [
-        [(_h, m) => { m['lowbit.version'] = '2'; }, /format version "2" is not supported \(this lowbit reads 1\)/, 'lowbit.version'],
+        [(_h, m) => { m['lowbit.version'] = '3'; }, /format version "3" is not supported \(this lowbit reads 1 and 2\)/, 'lowbit.version'],
         [(_h, m) => { delete m['lowbit.config']; }, /missing from __metadata__/, 'lowbit.config'],
         [(_h, m) => { m['lowbit.config'] = '{"dim": 64'; }, /invalid JSON/, 'lowbit.config'],
         [(_h, m) => editJson(m, 'lowbit.config', (c) => { c.ropeStyle = 'sideways'; }), /ropeStyle: must be 'interleaved' or 'half'/, 'lowbit.config'],

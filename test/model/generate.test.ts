@@ -178,3 +178,47 @@ describe('StopMatcher', () => {
     assert.deepEqual(m.push('D tail'), { emit: '', stopped: true });
   });
 });
+
+describe('model: chat', () => {
+  const CHATML = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+  it('applies the chat template a Hugging Face folder carries', async () => {
+    const { openModel } = await import('../../lib/io');
+    const { writeHfModel } = await import('../helpers/convert');
+    const { formatChat } = await import('../../lib/tokenizer');
+    const { makeTempDir, removeDir } = await import('../helpers/models');
+    const fs = await import('node:fs');
+    const path = await import('node:path');
+    const dir = makeTempDir('chat');
+    try {
+      const source = openModel(STORIES, { tokenizer: modelPath('stories260K/tok512.bin') });
+      try {
+        writeHfModel(source, dir, { format: 'safetensors' });
+      } finally {
+        source.close();
+      }
+      fs.copyFileSync(modelPath('stories260K/tok512.model'), path.join(dir, 'tokenizer.model'));
+      fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ chat_template: CHATML }));
+      await using m = await loadModel(dir);
+      assert.equal(m.info.chatFormat, 'chatml');
+      const messages = [{ role: 'system' as const, content: 'Tell a story.' }, { role: 'user' as const, content: 'A cat.' }];
+      const generation = m.chat(messages, { temperature: 0, maxTokens: 10 });
+      for await (const chunk of generation) void chunk;
+      const prompt = formatChat('chatml', messages, { addGenerationPrompt: true });
+      assert.ok(prompt.startsWith('<|im_start|>system\nTell a story.<|im_end|>\n<|im_start|>user\n'));
+      assert.equal(generation.stats!.promptTokens, m.tokenizer.encode(prompt, { parseSpecial: true }).length);
+      assert.equal(generation.stats!.generatedTokens, 10);
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('asks for a format when the model carries no template', async () => {
+    await using m = await loadModel(STORIES);
+    assert.equal(m.info.chatFormat, undefined);
+    assert.throws(() => m.chat([{ role: 'user', content: 'hi' }]), /a chat format \('llama2', 'llama3', 'chatml'\)/);
+    const generation = m.chat([{ role: 'user', content: 'hi' }], { format: 'llama2', temperature: 0, maxTokens: 3 });
+    for await (const chunk of generation) void chunk;
+    assert.equal(generation.stats!.generatedTokens <= 3, true);
+  });
+});

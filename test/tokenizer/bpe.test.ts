@@ -49,12 +49,10 @@ describe('tokenizer/bpe', () => {
     assert.deepEqual(mergePairs(['a', 'b', 'c'], () => undefined), ['a', 'b', 'c']);
   });
 
-  it('mergePairs is fast on a long word (heap, not rescans)', () => {
+  it('mergePairs merges a 100,000-symbol word level by level (speed: bench/tokenizer.ts)', () => {
     const word = 'ab'.repeat(50_000).split('');
     const ranks = new Map([['ab', 0], ['abab', 1], ['abababab', 2]]);
-    const start = performance.now();
     const merged = mergePairs(word, (l, r) => ranks.get(l + r));
-    assert.ok(performance.now() - start < 1000);
     assert.equal(merged.length, 12_500);
     assert.ok(merged.every((symbol) => symbol === 'abababab'));
   });

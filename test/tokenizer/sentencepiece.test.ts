@@ -95,15 +95,12 @@ describe('tokenizer/sentencepiece', () => {
     });
   });
 
-  it('encodes 100 KB of text in well under a second (the 32k Llama 2 vocabulary)', () => {
+  it('round-trips 100 KB of text with the 32k Llama 2 vocabulary (speed: bench/tokenizer.ts)', () => {
     const llama2 = sharedTokenizer(LLAMA2_MODEL);
     const sample = [...VARIED_TEXTS, ...vectors.map((vector) => vector.text)].join('\n');
     const text = sample.repeat(Math.ceil(100_000 / sample.length)).slice(0, 100_000);
     for (const input of [text, 'a'.repeat(100_000)]) {
-      const start = performance.now();
       const ids = llama2.encode(input, { bos: true });
-      const ms = performance.now() - start;
-      assert.ok(ms < 1000, `took ${ms.toFixed(0)} ms`);
       assert.equal(llama2.decode(ids, { skipSpecial: true }), input);
     }
   });

@@ -6,18 +6,14 @@ import { LLAMA3_TIKTOKEN, LLAMA_SPM_GGUF, VARIED_TEXTS, naiveTiktokenEncode, rea
 describe('tokenizer/tiktoken (Llama 3)', () => {
   const texts = [...VARIED_TEXTS, ...readVocabVectors(LLAMA_SPM_GGUF).map((vector) => vector.text)];
   let llama3: Tokenizer;
-  let loadMs: number;
   let ranks: Map<string, number>;
 
   before(() => {
-    const start = performance.now();
-    llama3 = loadTokenizer({ kind: 'file', path: LLAMA3_TIKTOKEN }); // fresh: the load is timed
-    loadMs = performance.now() - start;
+    llama3 = loadTokenizer({ kind: 'file', path: LLAMA3_TIKTOKEN });
     ranks = readRanks(LLAMA3_TIKTOKEN);
   });
 
-  it('loads in under a second as a 128256-id byte-level BPE', () => {
-    assert.ok(loadMs < 1000, `took ${loadMs.toFixed(0)} ms`);
+  it('loads as a 128256-id byte-level BPE', () => {
     assert.equal(llama3.kind, 'bpe');
     assert.equal(llama3.vocabSize, 128256);
   });
@@ -80,12 +76,9 @@ describe('tokenizer/tiktoken (Llama 3)', () => {
     assert.deepEqual(llama3.encode('', { bos: true, eos: true }), [128000, 128001]);
   });
 
-  it('encodes 100 KB of text in well under a second', () => {
+  it('round-trips 100 KB of text (speed: bench/tokenizer.ts)', () => {
     const text = texts.join('\n').repeat(Math.ceil(100_000 / texts.join('\n').length)).slice(0, 100_000);
-    const begin = performance.now();
     const ids = llama3.encode(text);
-    const ms = performance.now() - begin;
-    assert.ok(ms < 1000, `took ${ms.toFixed(0)} ms`);
     assert.equal(llama3.decode(ids), text);
   });
 });

@@ -30,7 +30,13 @@ struct VecAvx512 {
   using Sum = __m512i;
   using Fv = __m512;
 
-  static Codes load(const uint8_t *p) { return _mm512_loadu_si512(p); }
+  // The empty asm pins the loaded bytes to a register: otherwise GCC folds the load into every
+  // field's AND and reads the same 64 bytes once per field.
+  static Codes load(const uint8_t *p) {
+    Codes v = _mm512_loadu_si512(p);
+    __asm__("" : "+v"(v));
+    return v;
+  }
   template <int W, int K>
   static Codes field(Codes v) {
     const __m512i mask = _mm512_set1_epi8((char)((1 << W) - 1));
@@ -48,9 +54,11 @@ struct VecAvx512 {
   static Sum sum_zero() { return _mm512_setzero_si512(); }
   static constexpr bool kPartIsSum = true;
   // Inline asm ties the accumulator to one register: with the intrinsic, GCC 12 copies every
-  // accumulator twice per loop iteration (a move per multiply).
+  // accumulator twice per loop iteration (a move per multiply). The activations are a plain load
+  // that the compiler shares between the rows of a tile.
   static Sum dot(Sum acc, Codes c, const int8_t *x) {
-    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(c), "m"(*reinterpret_cast<const __m512i *>(x)));
+    const __m512i xv = _mm512_loadu_si512(x);
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(c), "v"(xv));
     return acc;
   }
   static Fv f_zero() { return _mm512_setzero_ps(); }
@@ -67,38 +75,8 @@ struct VecAvx512 {
     f = _mm512_fmadd_ps(to_float(_mm512_extracti32x4_epi32(c, 2)), _mm512_loadu_ps(x + 32), f);
     return _mm512_fmadd_ps(to_float(_mm512_extracti32x4_epi32(c, 3)), _mm512_loadu_ps(x + 48), f);
   }
-  // Four independent accumulators hide the FMA latency on long rows.
-  static Fv f_rows(const float *w, const float *x, int64_t n, Fv f) {
-    Fv a1 = _mm512_setzero_ps(), a2 = a1, a3 = a1;
-    int64_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-      f = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), f);
-      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
-      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 32), _mm512_loadu_ps(x + i + 32), a2);
-      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 48), _mm512_loadu_ps(x + i + 48), a3);
-    }
-    for (; i < n; i += 16) {
-      const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-      f = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + i), _mm512_maskz_loadu_ps(m, x + i), f);
-    }
-    return _mm512_add_ps(_mm512_add_ps(f, a1), _mm512_add_ps(a2, a3));
-  }
-  static Fv f_rows_f16(const uint16_t *w, const float *x, int64_t n, Fv f) {
-    Fv a1 = _mm512_setzero_ps(), a2 = a1, a3 = a1;
-    int64_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-      f = _mm512_fmadd_ps(half(w + i), _mm512_loadu_ps(x + i), f);
-      a1 = _mm512_fmadd_ps(half(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
-      a2 = _mm512_fmadd_ps(half(w + i + 32), _mm512_loadu_ps(x + i + 32), a2);
-      a3 = _mm512_fmadd_ps(half(w + i + 48), _mm512_loadu_ps(x + i + 48), a3);
-    }
-    for (; i < n; i += 16) {
-      const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-      const __m512 wv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + i));
-      f = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + i), f);
-    }
-    return _mm512_add_ps(_mm512_add_ps(f, a1), _mm512_add_ps(a2, a3));
-  }
+  static Fv f_rows(const float *w, const float *x, int64_t n, Fv f) { return dot_rows(w, x, n, f); }
+  static Fv f_rows_f16(const uint16_t *w, const float *x, int64_t n, Fv f) { return dot_rows(w, x, n, f); }
   static float hsum(Fv f) { return _mm512_reduce_add_ps(f); }
   static void axpy_f16(float a, const uint16_t *x, float *y, int64_t n) {
     const __m512 av = _mm512_set1_ps(a);
@@ -113,8 +91,21 @@ struct VecAvx512 {
 
  private:
   static __m512 to_float(__m128i bytes) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)); }
-  static __m512 half(const uint16_t *p) {
-    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+  // 16 weights (or the first `m` of them) as floats, from f32 or f16.
+  static __m512 load16(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+  static __m512 load16(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+  // sum w[i] * x[i] into f; four independent accumulators hide the FMA latency on long rows.
+  template <class T>
+  static Fv dot_rows(const T *w, const float *x, int64_t n, Fv f) {
+    Fv acc[4] = {f, _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64)
+      for (int k = 0; k < 4; k++) acc[k] = _mm512_fmadd_ps(load16(w + i + 16 * k, 0xffff), _mm512_loadu_ps(x + i + 16 * k), acc[k]);
+    for (; i < n; i += 16) {
+      const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+      acc[0] = _mm512_fmadd_ps(load16(w + i, m), _mm512_maskz_loadu_ps(m, x + i), acc[0]);
+    }
+    return _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
   }
 };
 
