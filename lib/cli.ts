@@ -358,6 +358,12 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`lowbit: unknown command '${command}'\n${USAGE}\n`);
     return 1;
   }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    // The usage of this command: its block of USAGE.
+    const block = USAGE.split(/\n(?=  lowbit )/).find((b) => b.trimStart().startsWith(`lowbit ${command} `));
+    process.stdout.write(`${block ?? USAGE}\n`);
+    return 0;
+  }
   try {
     await handler(rest);
     return 0;

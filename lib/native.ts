@@ -61,6 +61,8 @@ export interface AddonModelConfig {
   ropeTheta: number;
   ropeStyle: 'interleaved' | 'half';
   ropeScaling?: { factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
+  /** Divisors of each pair's frequency (GGUF `rope_freqs.weight`, Llama 3.1 and later). */
+  ropeFreqFactors?: Float32Array;
 }
 
 export type AddonLinearName = 'wq' | 'wk' | 'wv' | 'wo' | 'gate' | 'up' | 'down';

@@ -155,12 +155,16 @@ function vector(source: ModelSource, name: string, length: number): Float32Array
   return values;
 }
 
-export function nativeConfig(config: LlamaConfig): AddonModelConfig {
+/** GGUF files (Llama 3.1 and later) store RoPE frequency divisors as a tensor instead of rope_scaling. */
+const ROPE_FREQS = 'rope_freqs.weight';
+
+export function nativeConfig(config: LlamaConfig, ropeFreqFactors?: Float32Array): AddonModelConfig {
   return {
     dim: config.dim, hiddenDim: config.hiddenDim, nLayers: config.nLayers, nHeads: config.nHeads,
     nKvHeads: config.nKvHeads, headDim: config.headDim, vocabSize: config.vocabSize, maxSeqLen: config.maxSeqLen,
     normEps: config.normEps, ropeTheta: config.ropeTheta, ropeStyle: config.ropeStyle,
     ...(config.ropeScaling ? { ropeScaling: { ...config.ropeScaling } } : {}),
+    ...(ropeFreqFactors ? { ropeFreqFactors } : {}),
   };
 }
 
@@ -233,7 +237,8 @@ export function assembleModel(source: ModelSource, options: AssembleOptions = {}
     }
     const finalNorm = vector(source, FINAL_NORM, c.dim);
     const AddonModelClass = binding().AddonModel;
-    const native = callNative(() => new AddonModelClass(nativeConfig(c), { embedding, output, finalNorm, layers }, options.activations ?? 'int8'));
+    const freqFactors = source.tensors.has(ROPE_FREQS) ? vector(source, ROPE_FREQS, c.headDim / 2) : undefined;
+    const native = callNative(() => new AddonModelClass(nativeConfig(c, freqFactors), { embedding, output, finalNorm, layers }, options.activations ?? 'int8'));
     let parameters = 0;
     for (const name of formats.keys()) parameters += source.tensors.get(name)!.shape.reduce((a, b) => a * b, 1);
     return { native, formats, parameters, mlp: mlpStorage(layers, c) };

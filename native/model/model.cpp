@@ -51,6 +51,11 @@ std::string model_validate(const model &m) {
     return "config: every size must be at least 1";
   if (c.n_heads % c.n_kv_heads != 0) return "config: n_heads must be a multiple of n_kv_heads";
   if (c.head_dim % 2 != 0) return "config: head_dim must be even (RoPE rotates pairs)";
+  if (!c.rope_freq_factors.empty()) {
+    if ((int)c.rope_freq_factors.size() != c.head_dim / 2) return "config: rope frequency factors need head_dim / 2 values";
+    for (float f : c.rope_freq_factors)
+      if (!(f > 0) || !std::isfinite(f)) return "config: rope frequency factors must be positive and finite";
+  }
   if (!(c.norm_eps > 0) || !(c.rope_theta > 0)) return "config: norm_eps and rope_theta must be positive";
   if ((int)m.weights.layers.size() != c.n_layers) return "config: layer count does not match the weights";
   const int64_t q_dim = (int64_t)c.n_heads * c.head_dim, kv_dim = (int64_t)c.n_kv_heads * c.head_dim;
@@ -137,6 +142,7 @@ std::vector<float> rope_frequencies(const model_config &c) {
         freq = (1 - smooth) * freq / c.rope_factor + smooth * freq;
       }
     }
+    if (!c.rope_freq_factors.empty()) freq /= c.rope_freq_factors[i];
     f[i] = freq;
   }
   return f;

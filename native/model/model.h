@@ -33,6 +33,9 @@ struct model_config {
   rope_style rope = ROPE_INTERLEAVED;
   // Llama-3 frequency scaling (rope_scaling.rope_type == "llama3"); factor 0 = none.
   float rope_factor = 0, rope_low_freq_factor = 1, rope_high_freq_factor = 4;
+  // Or per-pair divisors of the frequencies, as GGUF files store them (rope_freqs.weight): empty
+  // or head_dim / 2 values.
+  std::vector<float> rope_freq_factors;
   int rope_original_max_pos = 8192;
 };
 

@@ -44,6 +44,11 @@ model_config config_arg(Napi::Env env, const Napi::Object &o) {
   c.norm_eps = (float)number_field(env, o, "normEps");
   c.rope_theta = (float)number_field(env, o, "ropeTheta");
   c.rope = o.Get("ropeStyle").ToString().Utf8Value() == "half" ? ROPE_HALF : ROPE_INTERLEAVED;
+  Napi::Value factors = o.Get("ropeFreqFactors");
+  if (factors.IsTypedArray() && factors.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
+    Napi::Float32Array a = factors.As<Napi::Float32Array>();
+    c.rope_freq_factors.assign(a.Data(), a.Data() + a.ElementLength());
+  }
   Napi::Value scaling = o.Get("ropeScaling");
   if (scaling.IsObject()) {
     Napi::Object s = scaling.As<Napi::Object>();

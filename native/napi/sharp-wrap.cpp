@@ -3,7 +3,6 @@
 #include "sharp-wrap.h"
 
 #include <cmath>
-#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>

@@ -132,6 +132,54 @@ describe('model: logits against a float64 forward pass', () => {
     await expectLogitsMatch(modelPath('babyllama-tok105/babyllama-tok105-Q8_0.gguf'), [1, 20, 31, 42, 7, 9]);
   });
 
+  it('Llama-3 RoPE scaling as GGUF rope_freqs factors (what llama.cpp writes) gives the same logits', async () => {
+    const { readGgufHeader, FileSource, writeGguf } = await import('../../lib/io');
+    const scaling = { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 32 };
+    // llama.cpp's converter: each pair's frequency divisor from Meta's apply_scaling.
+    const headDim = 8, theta = 10000;
+    const factors = Float32Array.from({ length: headDim / 2 }, (_, i) => {
+      const wavelen = 2 * Math.PI * Math.pow(theta, (2 * i) / headDim);
+      if (wavelen < scaling.originalMaxPositions / scaling.highFreqFactor) return 1;
+      if (wavelen > scaling.originalMaxPositions / scaling.lowFreqFactor) return scaling.factor;
+      const smooth = (scaling.originalMaxPositions / wavelen - scaling.lowFreqFactor) / (scaling.highFreqFactor - scaling.lowFreqFactor);
+      return 1 / ((1 - smooth) / scaling.factor + smooth);
+    });
+    const dir = makeTempDir('rope-freqs');
+    try {
+      const file = modelPath('stories260K/stories260K-f32.gguf');
+      const source = FileSource.open(file);
+      let header;
+      try {
+        header = readGgufHeader(source);
+      } finally {
+        source.close();
+      }
+      const bytes = fs.readFileSync(file);
+      const gguf = path.join(dir, 'scaled.gguf');
+      const { ggufTyped } = await import('../../lib/io');
+      writeGguf(gguf, [...header.metadata].map(([k, v]) => [k, ggufTyped(header.types.get(k)!, v)] as const), [
+        ...header.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, data: bytes.subarray(t.offset, t.offset + t.byteLength) })),
+        { name: 'rope_freqs.weight', dtype: 'f32' as const, shape: [headDim / 2], data: new Uint8Array(factors.buffer) },
+      ]);
+      const reference = openModel(modelPath('stories260K/stories260K.bin'), { tokenizer: modelPath('stories260K/tok512.bin') });
+      let want: Float64Array[];
+      try {
+        want = referenceLogits({ ...reference, config: { ...reference.config, ropeScaling: scaling } } as ModelSource, tokens);
+      } finally {
+        reference.close();
+      }
+      await using model = await loadModel(gguf, { activations: 'f32' });
+      const got = await model.logits(tokens);
+      const vocab = model.info.config.vocabSize;
+      for (let p = 0; p < tokens.length; p++) {
+        const err = relativeError(got.subarray(p * vocab, (p + 1) * vocab), want[p]);
+        assert.ok(err <= 1e-4, `position ${p}: relative error ${err}`);
+      }
+    } finally {
+      removeDir(dir);
+    }
+  });
+
   it('Llama-3 RoPE scaling in a Hugging Face folder', async () => {
     const dir = makeTempDir('rope-scaling');
     try {
