@@ -68,6 +68,8 @@ if (built.length === 0 || newest(built) < newest(['native', 'binding.gyp'].map((
   if (r.status !== 0) fail('building the arm64 prebuild failed');
 }
 
+const esbuild = path.join(root, 'node_modules', '@esbuild', 'linux-x64', 'bin', 'esbuild');
+if (!fs.existsSync(esbuild)) fail(`${path.relative(root, esbuild)} not found (npm ci installs it with tsx)`);
 const env = { ...process.env, LOWBIT_NO_SPAWN: '1', PREBUILDS_ONLY: '1', ESBUILD_BINARY_PATH: esbuild };
 
 function emulated(cpu, args, stdio) {
