@@ -104,7 +104,7 @@ async function run(args: string[]): Promise<void> {
     const s = generation.stats!;
     process.stderr.write(
       `\n[lowbit] ${path.basename(modelPath)}: ${s.promptTokens} prompt tokens at ${s.prefillTokensPerSecond.toFixed(1)} tok/s, ` +
-        `${s.generatedTokens} generated at ${s.decodeTokensPerSecond.toFixed(1)} tok/s (${model.info.formats ? formatsText(model.info.formats) : ''}), ` +
+        `${s.generatedTokens} generated at ${s.decodeTokensPerSecond.toFixed(1)} tok/s (${model.info.formats ? formatsText(model.info.formats) : ''} linear tensors), ` +
         `finished: ${s.finishReason}\n`,
     );
   } finally {

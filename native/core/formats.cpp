@@ -16,14 +16,6 @@ bool format_from_name(const char *name, format *out) {
   return false;
 }
 
-size_t row_bytes(format f, int64_t cols) {
-  const format_traits &t = traits(f);
-  if (!t.quantized) return (size_t)cols * t.float_bytes;
-  size_t n = 0;
-  for (int p = 0; p < t.n_planes; p++) n += plane_row_bytes(t.plane_bits[p], cols);
-  return n;
-}
-
 code_slot plane_slot(int w, int64_t cols, int64_t col) {
   const int64_t chunk = col / kChunkCols;
   const int64_t start = chunk * kChunkCols;

@@ -79,8 +79,15 @@ inline bool format_valid(int32_t f) { return f >= 0 && f < FORMAT_COUNT; }
 // Bytes one plane of width `w` bits takes for `cols` columns (a partial chunk rounds up).
 inline size_t plane_row_bytes(int w, int64_t cols) { return (size_t)((cols * w + 7) / 8); }
 
-// Bytes of one packed row (all planes, or the floats of an unquantized row).
-size_t row_bytes(format f, int64_t cols);
+// Bytes of one packed row (all planes, or the floats of an unquantized row). Inline: kernels
+// compute row addresses with it.
+inline size_t row_bytes(format f, int64_t cols) {
+  const format_traits &t = traits(f);
+  if (!t.quantized) return (size_t)cols * t.float_bytes;
+  size_t n = 0;
+  for (int p = 0; p < t.n_planes; p++) n += plane_row_bytes(t.plane_bits[p], cols);
+  return n;
+}
 
 // Where column `col` lives in a plane of width w for a row of `cols` columns.
 struct code_slot {

@@ -95,6 +95,14 @@ struct gemm_f32_args {
 typedef void (*gemm_q8_fn)(const gemm_q8_args &);
 typedef void (*gemm_f32_fn)(const gemm_f32_args &);
 
+// `count` rows of n values (f32, or f16 bits), `stride` values apart: one kv head's slice of a
+// KV cache.
+template <class T>
+struct kv_rows {
+  const T *data;
+  int64_t stride, count, n;
+};
+
 struct kernel_table {
   isa id;
   act_shape shape;                      // activation layout the kernels read
@@ -108,12 +116,17 @@ struct kernel_table {
   bool (*supports_group)(format f, int64_t group);
   // Reads n bytes (n a multiple of 256) as fast as the ISA allows; for bandwidth measurement.
   uint64_t (*read_bytes)(const uint8_t *p, size_t n);
-  // Attention over a KV cache of f32 or f16 rows: dot products with a float query, and
-  // y += a * x accumulation of value rows.
-  float (*dot_f32)(const float *k, const float *q, int64_t n);
-  float (*dot_f16)(const uint16_t *k, const float *q, int64_t n);
-  void (*axpy_f32)(float a, const float *x, float *y, int64_t n);
-  void (*axpy_f16)(float a, const uint16_t *x, float *y, int64_t n);
+  // Attention over the cache rows of one kv head (kv_rows), for nq queries at once so that
+  // each row is read once for all of them (the query heads of a group, several tokens):
+  //   scores: s[i][p] = scale * dot(row p, q[i])   q rows n floats apart, s rows count apart
+  //   mix:    y[i] += sum_p a[i][p] * row p        a rows count apart, y rows n floats apart
+  template <class T>
+  struct attention_ops {
+    void (*scores)(const kv_rows<T> &kv, const float *q, int nq, float scale, float *s);
+    void (*mix)(const kv_rows<T> &kv, const float *a, int nq, float *y);
+  };
+  attention_ops<float> attention_f32;
+  attention_ops<uint16_t> attention_f16;
 };
 
 const kernel_table &kernels_ref();

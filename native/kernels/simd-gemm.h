@@ -33,6 +33,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -213,22 +214,50 @@ void prepare_f32(const float *x, int64_t n, int64_t cols, int w, act_f32_plane &
   out.built = true;
 }
 
-// Attention helpers (kernel_table::dot_*, axpy_*).
-template <class Vec>
-float dot_f32(const float *k, const float *q, int64_t n) {
-  return Vec::hsum(Vec::f_rows(k, q, n, Vec::f_zero()));
+// Attention over a KV cache (kernel_table::attention_f32 / attention_f16).
+template <class Vec, class T>
+void attention_scores(const kv_rows<T> &kv, const float *q, int nq, float scale, float *s) {
+  for (int64_t p = 0; p < kv.count; p++) {
+    const T *row = kv.data + p * kv.stride;
+    for (int i = 0; i < nq; i++) {
+      typename Vec::Fv f;
+      if constexpr (std::is_same_v<T, uint16_t>) f = Vec::f_rows_f16(row, q + i * kv.n, kv.n, Vec::f_zero());
+      else f = Vec::f_rows(row, q + i * kv.n, kv.n, Vec::f_zero());
+      s[i * kv.count + p] = scale * Vec::hsum(f);
+    }
+  }
 }
-template <class Vec>
-float dot_f16(const uint16_t *k, const float *q, int64_t n) {
-  return Vec::hsum(Vec::f_rows_f16(k, q, n, Vec::f_zero()));
-}
-template <class Vec>
-void axpy_f32(float a, const float *__restrict x, float *__restrict y, int64_t n) {
-  for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
-}
-template <class Vec>
-void axpy_f16(float a, const uint16_t *x, float *y, int64_t n) {
-  Vec::axpy_f16(a, x, y, n);
+template <class Vec, class T>
+void attention_mix(const kv_rows<T> &kv, const float *a, int nq, float *y) {
+  if constexpr (std::is_same_v<T, float>) {
+    // Each query's output in blocks of 64 floats held in registers over all positions: four
+    // vector chains (AVX-512) instead of a load-add-store of y per position.
+    constexpr int64_t B = 64;
+    if (kv.n % B == 0) {
+      for (int i = 0; i < nq; i++)
+        for (int64_t j = 0; j < kv.n; j += B) {
+          float acc[B] = {};
+          for (int64_t p = 0; p < kv.count; p++) {
+            const float weight = a[i * kv.count + p];
+            const float *row = kv.data + p * kv.stride + j;
+#pragma GCC unroll 64
+            for (int64_t l = 0; l < B; l++) acc[l] += weight * row[l];
+          }
+          for (int64_t l = 0; l < B; l++) y[i * kv.n + j + l] += acc[l];
+        }
+      return;
+    }
+  }
+  for (int64_t p = 0; p < kv.count; p++) {
+    const T *__restrict row = kv.data + p * kv.stride;
+    for (int i = 0; i < nq; i++) {
+      const float weight = a[i * kv.count + p];  // a local: stores to y cannot change it
+      if (weight == 0) continue;                 // a masked (future) position
+      float *__restrict yi = y + i * kv.n;
+      if constexpr (std::is_same_v<T, uint16_t>) Vec::axpy_f16(weight, row, yi, kv.n);
+      else for (int64_t j = 0; j < kv.n; j++) yi[j] += weight * row[j];
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -496,10 +525,8 @@ kernel_table make_table(isa id) {
   k.prepare_f32 = prepare_f32<Vec>;
   k.supports_group = supports_group<Vec>;
   k.read_bytes = read_bytes<Vec>;
-  k.dot_f32 = dot_f32<Vec>;
-  k.dot_f16 = dot_f16<Vec>;
-  k.axpy_f32 = axpy_f32<Vec>;
-  k.axpy_f16 = axpy_f16<Vec>;
+  k.attention_f32 = {attention_scores<Vec, float>, attention_mix<Vec, float>};
+  k.attention_f16 = {attention_scores<Vec, uint16_t>, attention_mix<Vec, uint16_t>};
   return k;
 }
 

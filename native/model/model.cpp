@@ -188,8 +188,8 @@ struct buffers {
 };
 
 // Causal grouped-query attention of the n new tokens over the cache, one task per (token, kv
-// head): each key and value row is read once for all the query heads that share it. Dot products
-// and accumulations go through the kernel table (SIMD for f32 and f16 caches).
+// head), so the query heads that share a kv head find its rows in cache. Scores and the weighted
+// sum of values run in the kernel table (SIMD for f32 and f16 caches), one call per head.
 void attention(context &c, int layer, int n, buffers &b) {
   const model_config &cfg = c.m->config;
   const kernel_table &k = active_kernels();
@@ -199,38 +199,42 @@ void attention(context &c, int layer, int n, buffers &b) {
   const uint8_t *kc = c.k_cache.data() + (size_t)layer * c.n_ctx * kv_dim * elem;
   const uint8_t *vc = c.v_cache.data() + (size_t)layer * c.n_ctx * kv_dim * elem;
   const float inv_sqrt = 1.0f / std::sqrt((float)hd);
-  thread_pool::global().run((int64_t)n * cfg.n_kv_heads, c.threads, [&](int64_t task) {
-    const int t = (int)(task / cfg.n_kv_heads), kvh = (int)(task % cfg.n_kv_heads);
-    const int last = c.pos + t;  // this token's position: it sees 0 .. last
-    static thread_local std::vector<float> att;  // scores, group x positions
-    att.resize((size_t)group * (last + 1));
-    for (int p = 0; p <= last; p++) {
-      const uint8_t *key = kc + ((size_t)p * kv_dim + (size_t)kvh * hd) * elem;
-      for (int g = 0; g < group; g++) {
-        const float *q = b.q.data() + t * q_dim + (size_t)(kvh * group + g) * hd;
-        const float s = c.kv == KV_F16 ? k.dot_f16(reinterpret_cast<const uint16_t *>(key), q, hd)
-                                       : k.dot_f32(reinterpret_cast<const float *>(key), q, hd);
-        att[(size_t)g * (last + 1) + p] = s * inv_sqrt;
+  // The cache holds T (float or f16 bits); rows of one kv head are kv_dim values apart. A task
+  // takes a kv head and a block of tokens: its group x block queries share every row read.
+  constexpr int kTokensPerTask = 8;
+  const int blocks = (n + kTokensPerTask - 1) / kTokensPerTask;
+  auto heads = [&](auto cache_type, const kernel_table::attention_ops<decltype(cache_type)> &ops) {
+    using T = decltype(cache_type);
+    thread_pool::global().run((int64_t)blocks * cfg.n_kv_heads, c.threads, [&](int64_t task) {
+      const int kvh = (int)(task % cfg.n_kv_heads), t0 = (int)(task / cfg.n_kv_heads) * kTokensPerTask;
+      const int tokens = std::min(kTokensPerTask, n - t0), nq = tokens * group;
+      const int count = c.pos + t0 + tokens;  // the block's last token sees positions 0 .. count - 1
+      const size_t head0 = (size_t)kvh * group * hd;
+      static thread_local std::vector<float> q, scores, out;
+      q.resize((size_t)nq * hd);
+      out.assign((size_t)nq * hd, 0.0f);
+      scores.resize((size_t)nq * count);
+      for (int t = 0; t < tokens; t++)
+        std::copy_n(b.q.data() + (size_t)(t0 + t) * q_dim + head0, (size_t)group * hd, q.data() + (size_t)t * group * hd);
+      const kv_rows<T> keys{reinterpret_cast<const T *>(kc) + (size_t)kvh * hd, (int64_t)kv_dim, count, hd};
+      const kv_rows<T> values{reinterpret_cast<const T *>(vc) + (size_t)kvh * hd, (int64_t)kv_dim, count, hd};
+      ops.scores(keys, q.data(), nq, inv_sqrt, scores.data());
+      for (int i = 0; i < nq; i++) {
+        float *s = scores.data() + (size_t)i * count;
+        const int seen = c.pos + t0 + i / group + 1;  // causal: later positions get weight 0
+        const float max_score = *std::max_element(s, s + seen);
+        float sum = 0;
+        for (int p = 0; p < seen; p++) sum += (s[p] = std::exp(s[p] - max_score));
+        for (int p = 0; p < seen; p++) s[p] /= sum;
+        std::fill(s + seen, s + count, 0.0f);
       }
-    }
-    for (int g = 0; g < group; g++) {
-      float *a = att.data() + (size_t)g * (last + 1);
-      const float max_score = *std::max_element(a, a + last + 1);
-      float sum = 0;
-      for (int p = 0; p <= last; p++) sum += (a[p] = std::exp(a[p] - max_score));
-      for (int p = 0; p <= last; p++) a[p] /= sum;
-    }
-    for (int g = 0; g < group; g++) {
-      float *out = b.att_out.data() + t * q_dim + (size_t)(kvh * group + g) * hd;
-      std::fill(out, out + hd, 0.0f);
-      const float *a = att.data() + (size_t)g * (last + 1);
-      for (int p = 0; p <= last; p++) {
-        const uint8_t *value = vc + ((size_t)p * kv_dim + (size_t)kvh * hd) * elem;
-        if (c.kv == KV_F16) k.axpy_f16(a[p], reinterpret_cast<const uint16_t *>(value), out, hd);
-        else k.axpy_f32(a[p], reinterpret_cast<const float *>(value), out, hd);
-      }
-    }
-  });
+      ops.mix(values, scores.data(), nq, out.data());
+      for (int t = 0; t < tokens; t++)
+        std::copy_n(out.data() + (size_t)t * group * hd, (size_t)group * hd, b.att_out.data() + (size_t)(t0 + t) * q_dim + head0);
+    });
+  };
+  if (c.kv == KV_F16) heads(uint16_t{}, k.attention_f16);
+  else heads(float{}, k.attention_f32);
 }
 
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }

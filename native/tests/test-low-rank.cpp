@@ -6,6 +6,7 @@
 
 #include "../core/quantize.h"
 #include "../kernels/low-rank.h"
+#include "every-isa.h"
 #include "harness.h"
 
 using namespace lb;
@@ -165,12 +166,6 @@ void check_epilogue_vs_reference(const kernel_table &k, const fused_problem &p, 
   CHECK_MSG(outside_untouched, describe(k, p, "epilogue wrote outside its rows"));
 }
 
-template <class Fn>
-void for_each_isa(Fn fn) {
-  for (int i = 0; i < ISA_COUNT; i++)
-    if (isa_supported((isa)i)) fn(kernels_for((isa)i));
-}
-
 // rows, cols, rank, n: GEMV and GEMM, tails, ranks above and below a vector, many tasks.
 const int64_t kShapes[][4] = {{1, 1, 1, 1}, {5, 33, 2, 1}, {13, 64, 7, 1}, {64, 172, 16, 1}, {172, 64, 16, 3},
                               {96, 100, 33, 8}, {300, 257, 24, 5}, {1000, 128, 64, 2}};
@@ -179,7 +174,7 @@ const int64_t kShapes[][4] = {{1, 1, 1, 1}, {5, 33, 2, 1}, {13, 64, 7, 1}, {64, 
 
 TEST(low_rank_fused_every_isa) {
   lbtest::rng r(31);
-  for_each_isa([&](const kernel_table &k) {
+  lbtest::for_each_isa([&](const kernel_table &k) {
     for (int wf = 0; wf < FORMAT_COUNT; wf++)
       for (format lf : {FORMAT_F32, FORMAT_F16})
         for (const auto &s : kShapes) {
@@ -197,7 +192,7 @@ TEST(low_rank_fused_every_isa) {
 // Gate and up (and a third without recovery) on one input: each result is the one it gets alone.
 TEST(low_rank_jobs_on_one_input) {
   lbtest::rng r(32);
-  for_each_isa([&](const kernel_table &k) {
+  lbtest::for_each_isa([&](const kernel_table &k) {
     const fused_problem gate = make_fused(r, FORMAT_B2, FORMAT_F32, 172, 64, 16, 3);
     fused_problem up = make_fused(r, FORMAT_T158, FORMAT_F16, 172, 64, 8, 3);
     fused_problem plain = make_fused(r, FORMAT_B4, FORMAT_F32, 40, 64, 4, 3);

@@ -7,6 +7,7 @@
 #include "../core/pool.h"
 #include "../core/quantize.h"
 #include "../kernels/kernels.h"
+#include "every-isa.h"
 #include "harness.h"
 
 using namespace lb;
@@ -171,24 +172,18 @@ void check_kernels(const kernel_table &k, format f, int64_t group, lbtest::rng &
   }
 }
 
-template <class Fn>
-void for_each_isa(Fn fn) {
-  for (int i = 0; i < ISA_COUNT; i++)
-    if (isa_supported((isa)i)) fn(kernels_for((isa)i));
-}
-
 }  // namespace
 
 TEST(matmul_every_isa_format_shape) {
   lbtest::rng r(7);
-  for_each_isa([&](const kernel_table &k) {
+  lbtest::for_each_isa([&](const kernel_table &k) {
     for (int f = 0; f < FORMAT_COUNT; f++) check_kernels(k, (format)f, 0, r);
   });
 }
 
 TEST(matmul_scale_groups) {
   lbtest::rng r(8);
-  for_each_isa([&](const kernel_table &k) {
+  lbtest::for_each_isa([&](const kernel_table &k) {
     for (int f = FORMAT_B1; f < FORMAT_COUNT; f++)
       for (int64_t group : {32, 64, 256, 512, 1024}) check_kernels(k, (format)f, group, r);
   });

@@ -132,6 +132,24 @@ describe('model: logits against a float64 forward pass', () => {
     await expectLogitsMatch(modelPath('babyllama-tok105/babyllama-tok105-Q8_0.gguf'), [1, 20, 31, 42, 7, 9]);
   });
 
+  it('heads of 64 (grouped-query, 2 query heads per kv head), prefill in several attention blocks', async () => {
+    // tiny-256: head_dim 64, the width the attention kernels keep in registers; 10 tokens span
+    // two blocks of queries with different causal limits.
+    const { synthModel } = await import('../../lib/convert/synth');
+    const { exportGguf } = await import('../../lib/convert/gguf-export');
+    const dir = makeTempDir('attention-64');
+    try {
+      // As Q4_0 GGUF, which the float64 reference reads.
+      const lowbit = path.join(dir, 'tiny.lowbit'), file = path.join(dir, 'tiny.gguf');
+      await synthModel(lowbit, { shape: 'tiny-256', bits: 4, seed: 7 });
+      exportGguf(lowbit, file, { linear: 'q4_0', vocabulary: modelPath('stories260K/stories260K-f32.gguf') });
+      const info = await expectLogitsMatch(file, tokens);
+      assert.equal(info.config.headDim, 64);
+    } finally {
+      removeDir(dir);
+    }
+  });
+
   it('Llama-3 RoPE scaling as GGUF rope_freqs factors (what llama.cpp writes) gives the same logits', async () => {
     const { readGgufHeader, FileSource, writeGguf } = await import('../../lib/io');
     const scaling = { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 32 };

@@ -71,24 +71,24 @@ void prepare_f32_ref(const float *, int64_t, int64_t, int, act_f32_plane &out, i
   out.built = true;  // the reference reads act_f32::x in natural order
 }
 
-float dot_f32_ref(const float *k, const float *q, int64_t n) {
-  double s = 0;
-  for (int64_t i = 0; i < n; i++) s += (double)k[i] * q[i];
-  return (float)s;
+inline float cache_value(float v) { return v; }
+inline float cache_value(uint16_t v) { return f16_to_f32(v); }
+
+template <class T>
+void attention_scores_ref(const kv_rows<T> &kv, const float *q, int nq, float scale, float *s) {
+  for (int i = 0; i < nq; i++)
+    for (int64_t p = 0; p < kv.count; p++) {
+      double dot = 0;
+      for (int64_t j = 0; j < kv.n; j++) dot += (double)cache_value(kv.data[p * kv.stride + j]) * q[i * kv.n + j];
+      s[i * kv.count + p] = scale * (float)dot;
+    }
 }
 
-float dot_f16_ref(const uint16_t *k, const float *q, int64_t n) {
-  double s = 0;
-  for (int64_t i = 0; i < n; i++) s += (double)f16_to_f32(k[i]) * q[i];
-  return (float)s;
-}
-
-void axpy_f32_ref(float a, const float *x, float *y, int64_t n) {
-  for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
-}
-
-void axpy_f16_ref(float a, const uint16_t *x, float *y, int64_t n) {
-  for (int64_t i = 0; i < n; i++) y[i] += a * f16_to_f32(x[i]);
+template <class T>
+void attention_mix_ref(const kv_rows<T> &kv, const float *a, int nq, float *y) {
+  for (int i = 0; i < nq; i++)
+    for (int64_t p = 0; p < kv.count; p++)
+      for (int64_t j = 0; j < kv.n; j++) y[i * kv.n + j] += a[i * kv.count + p] * cache_value(kv.data[p * kv.stride + j]);
 }
 
 bool supports_any_group(format, int64_t) { return true; }
@@ -113,10 +113,8 @@ kernel_table make_ref_table() {
   k.prepare_f32 = prepare_f32_ref;
   k.supports_group = supports_any_group;
   k.read_bytes = read_bytes_ref;
-  k.dot_f32 = dot_f32_ref;
-  k.dot_f16 = dot_f16_ref;
-  k.axpy_f32 = axpy_f32_ref;
-  k.axpy_f16 = axpy_f16_ref;
+  k.attention_f32 = {attention_scores_ref<float>, attention_mix_ref<float>};
+  k.attention_f16 = {attention_scores_ref<uint16_t>, attention_mix_ref<uint16_t>};
   return k;
 }
 

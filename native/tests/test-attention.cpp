@@ -1,0 +1,80 @@
+// The attention kernels (kernel_table::attention_f32 / attention_f16) of every ISA this CPU runs
+// against float64 sums over the same cache values: scores and the weighted mix of value rows,
+// f32 and f16 caches, head sizes on and off the vector and 64-float blocks, strided rows,
+// several queries at once, and masked (zero-weight) positions.
+#include <string>
+
+#include "../core/formats.h"
+#include "every-isa.h"
+#include "harness.h"
+
+using namespace lb;
+
+namespace {
+
+inline float cache_value(float v) { return v; }
+inline float cache_value(uint16_t v) { return f16_to_f32(v); }
+inline void store(float &to, float v) { to = v; }
+inline void store(uint16_t &to, float v) { to = f32_to_f16(v); }
+
+// Head size n, cached positions, queries, and the cache's row stride beyond n.
+const int64_t kShapes[][4] = {{1, 1, 1, 0}, {7, 5, 3, 2}, {48, 33, 8, 0}, {64, 1, 1, 0},
+                              {64, 40, 4, 64}, {100, 9, 2, 3}, {128, 70, 8, 128}, {256, 12, 1, 0}};
+constexpr double kTolerance = 2e-6;  // per unit of sum |terms|: float rounding over these lengths
+
+template <class T>
+void check_attention(const kernel_table &k, const kernel_table::attention_ops<T> &ops, const char *cache_name) {
+  lbtest::rng r(11);
+  for (const auto &shape : kShapes) {
+    const int64_t n = shape[0], count = shape[1], stride = n + shape[3];
+    const int nq = (int)shape[2];
+    std::vector<T> cache(count * stride);
+    for (auto &v : cache) store(v, r.normal());
+    std::vector<float> q(nq * n), a(nq * count), y(nq * n);
+    for (auto &v : q) v = r.normal();
+    for (auto &v : a) v = r.below(4) == 0 ? 0.0f : r.uniform(0, 1);  // some masked positions
+    for (auto &v : y) v = r.normal();
+    const kv_rows<T> kv{cache.data(), stride, count, n};
+    const std::string what = std::string(isa_name(k.id)) + " " + cache_name + " n=" + std::to_string(n) +
+                             " count=" + std::to_string(count) + " nq=" + std::to_string(nq);
+
+    const float scale = 0.125f;
+    std::vector<float> s(nq * count, -1.0f);
+    ops.scores(kv, q.data(), nq, scale, s.data());
+    double worst = 0;
+    for (int i = 0; i < nq; i++)
+      for (int64_t p = 0; p < count; p++) {
+        double dot = 0, size = 0;
+        for (int64_t j = 0; j < n; j++) {
+          const double t = (double)cache_value(cache[p * stride + j]) * q[i * n + j];
+          dot += t, size += std::fabs(t);
+        }
+        const double err = std::fabs(s[i * count + p] - scale * dot) / (kTolerance * scale * size + 1e-30);
+        worst = std::max(worst, err);
+      }
+    CHECK_MSG(worst <= 1, what + " scores off by " + std::to_string(worst) + " tolerances");
+
+    std::vector<float> got = y;
+    ops.mix(kv, a.data(), nq, got.data());
+    worst = 0;
+    for (int i = 0; i < nq; i++)
+      for (int64_t j = 0; j < n; j++) {
+        double want = y[i * n + j], size = std::fabs(want);
+        for (int64_t p = 0; p < count; p++) {
+          const double t = (double)a[i * count + p] * cache_value(cache[p * stride + j]);
+          want += t, size += std::fabs(t);
+        }
+        worst = std::max(worst, std::fabs(got[i * n + j] - want) / (kTolerance * size + 1e-30));
+      }
+    CHECK_MSG(worst <= 1, what + " mix off by " + std::to_string(worst) + " tolerances");
+  }
+}
+
+}  // namespace
+
+TEST(attention_every_isa) {
+  lbtest::for_each_isa([](const kernel_table &k) {
+    check_attention(k, k.attention_f32, "f32");
+    check_attention(k, k.attention_f16, "f16");
+  });
+}
