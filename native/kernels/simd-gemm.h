@@ -21,7 +21,8 @@
 //   f_zero(), f_scale(sum, s, f)  f += float(sum) * s[lane];  f_scale_by(sum, s, g, f) also * g
 //   f_codes(c, x, f)              f += float(code i) * x[i] over the kBytes codes
 //   f_add_scaled(part, g, f)      f += part * g
-//   f_rows(w, x, n, f), f_rows_f16(w, x, n, f)   f += w[i] * x[i] over n floats / halves
+//   kFloats, f_load(p), f_fma(a, b, c), f_add(a, b)   float lanes per Fv; kFloats floats loaded
+//                                 from f32 or widened from f16; a * b + c; a + b
 //   hsum(f)                       sum of the lanes
 //   bxor(a, b), low64(a)          for the bandwidth probe
 //   axpy_f16(a, x, y, n)          y += a * x over n halves (attention over an f16 KV cache)
@@ -214,17 +215,32 @@ void prepare_f32(const float *x, int64_t n, int64_t cols, int w, act_f32_plane &
   out.built = true;
 }
 
+// Float dot product of a row (f32 or f16) with a float vector x of n values: four independent
+// FMA chains, plain (unmasked) loads; the last n % kFloats columns go scalar. (Tiling several rows
+// per pass measured slower from DRAM here: interleaved streams defeat the hardware prefetcher.)
+inline float widen(float v) { return v; }
+inline float widen(uint16_t h) { return f16_to_f32(h); }
+
+template <class Vec, class T>
+LB_INLINE inline float dot_row(const T *w, const float *x, int64_t n) {
+  constexpr int L = Vec::kFloats, K = 4;
+  typename Vec::Fv acc[K];
+  for (int k = 0; k < K; k++) acc[k] = Vec::f_zero();
+  int64_t i = 0;
+  for (; i + K * L <= n; i += K * L)
+    for (int k = 0; k < K; k++) acc[k] = Vec::f_fma(Vec::f_load(w + i + k * L), Vec::f_load(x + i + k * L), acc[k]);
+  for (; i + L <= n; i += L) acc[0] = Vec::f_fma(Vec::f_load(w + i), Vec::f_load(x + i), acc[0]);
+  float tail = 0;
+  for (; i < n; i++) tail += widen(w[i]) * x[i];
+  return Vec::hsum(Vec::f_add(Vec::f_add(acc[0], acc[1]), Vec::f_add(acc[2], acc[3]))) + tail;
+}
+
 // Attention over a KV cache (kernel_table::attention_f32 / attention_f16).
 template <class Vec, class T>
 void attention_scores(const kv_rows<T> &kv, const float *q, int nq, float scale, float *s) {
   for (int64_t p = 0; p < kv.count; p++) {
     const T *row = kv.data + p * kv.stride;
-    for (int i = 0; i < nq; i++) {
-      typename Vec::Fv f;
-      if constexpr (std::is_same_v<T, uint16_t>) f = Vec::f_rows_f16(row, q + i * kv.n, kv.n, Vec::f_zero());
-      else f = Vec::f_rows(row, q + i * kv.n, kv.n, Vec::f_zero());
-      s[i * kv.count + p] = scale * Vec::hsum(f);
-    }
+    for (int i = 0; i < nq; i++) s[i * kv.count + p] = scale * dot_row<Vec>(row, q + i * kv.n, kv.n);
   }
 }
 template <class Vec, class T>
@@ -479,18 +495,10 @@ template <class Vec, bool HALF>
 void gemm_float(const gemm_f32_args &p) {
   const qtensor &w = *p.w;
   const act_f32 &a = *p.a;
-  const int64_t cols = w.cols;
-  for (int64_t r = p.r0; r < p.r1; r++) {
-    for (int64_t v = 0; v < a.n; v++) {
-      const float *x = a.x + v * cols;
-      typename Vec::Fv f = Vec::f_zero();
-      if constexpr (HALF)
-        f = Vec::f_rows_f16(reinterpret_cast<const uint16_t *>(w.row(r)), x, cols, f);
-      else
-        f = Vec::f_rows(reinterpret_cast<const float *>(w.row(r)), x, cols, f);
-      p.y[v * p.ldy + r] = Vec::hsum(f);
-    }
-  }
+  using T = std::conditional_t<HALF, uint16_t, float>;
+  for (int64_t r = p.r0; r < p.r1; r++)
+    for (int64_t v = 0; v < a.n; v++)
+      p.y[v * p.ldy + r] = dot_row<Vec>(reinterpret_cast<const T *>(w.row(r)), a.x + v * w.cols, w.cols);
 }
 
 // Streaming read for bandwidth measurement: four independent XOR chains of full vectors.

@@ -67,8 +67,11 @@ struct VecNeon {
     f = vfmaq_f32(f, vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi))), vld1q_f32(x + 8));
     return vfmaq_f32(f, vcvtq_f32_u32(vmovl_high_u16(hi)), vld1q_f32(x + 12));
   }
-  static Fv f_rows(const float *w, const float *x, int64_t n, Fv f) { return dot_rows(w, x, n, f); }
-  static Fv f_rows_f16(const uint16_t *w, const float *x, int64_t n, Fv f) { return dot_rows(w, x, n, f); }
+  static constexpr int kFloats = 4;
+  static Fv f_load(const float *p) { return vld1q_f32(p); }
+  static Fv f_load(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+  static Fv f_fma(Fv a, Fv b, Fv c) { return vfmaq_f32(c, a, b); }
+  static Fv f_add(Fv a, Fv b) { return vaddq_f32(a, b); }
   static float hsum(Fv f) { return vaddvq_f32(f); }
   static void axpy_f16(float a, const uint16_t *x, float *y, int64_t n) {
     int64_t i = 0;
@@ -80,25 +83,6 @@ struct VecNeon {
   }
   static Codes bxor(Codes a, Codes b) { return veorq_u8(a, b); }
   static uint64_t low64(Codes a) { return vgetq_lane_u64(vreinterpretq_u64_u8(a), 0); }
-
- private:
-  static float32x4_t load4(const float *p) { return vld1q_f32(p); }
-  static float32x4_t load4(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
-  static float widen(float v) { return v; }
-  static float widen(uint16_t h) { return f16_to_f32(h); }
-  // sum w[i] * x[i] into f; four independent accumulators hide the FMA latency on long rows.
-  template <class T>
-  static Fv dot_rows(const T *w, const float *x, int64_t n, Fv f) {
-    Fv acc[4] = {f, vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-      for (int k = 0; k < 4; k++) acc[k] = vfmaq_f32(acc[k], load4(w + i + 4 * k), vld1q_f32(x + i + 4 * k));
-    for (; i + 4 <= n; i += 4) acc[0] = vfmaq_f32(acc[0], load4(w + i), vld1q_f32(x + i));
-    float tail = 0;
-    for (; i < n; i++) tail += widen(w[i]) * x[i];
-    const Fv sum = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
-    return vaddq_f32(sum, vsetq_lane_f32(tail, vdupq_n_f32(0), 0));
-  }
 };
 
 }  // namespace lb

@@ -47,8 +47,11 @@ struct VecAvx2 {
     f = _mm256_fmadd_ps(to_float(hi), _mm256_loadu_ps(x + 16), f);
     return _mm256_fmadd_ps(to_float(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), f);
   }
-  static Fv f_rows(const float *w, const float *x, int64_t n, Fv f) { return dot_rows(w, x, n, f); }
-  static Fv f_rows_f16(const uint16_t *w, const float *x, int64_t n, Fv f) { return dot_rows(w, x, n, f); }
+  static constexpr int kFloats = 8;
+  static Fv f_load(const float *p) { return _mm256_loadu_ps(p); }
+  static Fv f_load(const uint16_t *p) { return half(p); }
+  static Fv f_fma(Fv a, Fv b, Fv c) { return _mm256_fmadd_ps(a, b, c); }
+  static Fv f_add(Fv a, Fv b) { return _mm256_add_ps(a, b); }
   static float hsum(Fv f) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -68,24 +71,6 @@ struct VecAvx2 {
   static __m256 to_float(__m128i bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)); }
   static __m256 half(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
-  }
-  static __m256 load8(const float *p) { return _mm256_loadu_ps(p); }
-  static __m256 load8(const uint16_t *p) { return half(p); }
-  static float widen(float v) { return v; }
-  static float widen(uint16_t h) { return f16_to_f32(h); }
-  // sum w[i] * x[i] into f; four independent accumulators hide the FMA latency on long rows, and
-  // the last n % 8 columns go scalar into lane 0.
-  template <class T>
-  static Fv dot_rows(const T *w, const float *x, int64_t n, Fv f) {
-    Fv acc[4] = {f, _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32)
-      for (int k = 0; k < 4; k++) acc[k] = _mm256_fmadd_ps(load8(w + i + 8 * k), _mm256_loadu_ps(x + i + 8 * k), acc[k]);
-    for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(load8(w + i), _mm256_loadu_ps(x + i), acc[0]);
-    float tail = 0;
-    for (; i < n; i++) tail += widen(w[i]) * x[i];
-    const Fv sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    return _mm256_add_ps(sum, _mm256_setr_ps(tail, 0, 0, 0, 0, 0, 0, 0));
   }
 };
 

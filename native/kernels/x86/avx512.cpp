@@ -75,8 +75,11 @@ struct VecAvx512 {
     f = _mm512_fmadd_ps(to_float(_mm512_extracti32x4_epi32(c, 2)), _mm512_loadu_ps(x + 32), f);
     return _mm512_fmadd_ps(to_float(_mm512_extracti32x4_epi32(c, 3)), _mm512_loadu_ps(x + 48), f);
   }
-  static Fv f_rows(const float *w, const float *x, int64_t n, Fv f) { return dot_rows(w, x, n, f); }
-  static Fv f_rows_f16(const uint16_t *w, const float *x, int64_t n, Fv f) { return dot_rows(w, x, n, f); }
+  static constexpr int kFloats = 16;
+  static Fv f_load(const float *p) { return _mm512_loadu_ps(p); }
+  static Fv f_load(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))); }
+  static Fv f_fma(Fv a, Fv b, Fv c) { return _mm512_fmadd_ps(a, b, c); }
+  static Fv f_add(Fv a, Fv b) { return _mm512_add_ps(a, b); }
   static float hsum(Fv f) { return _mm512_reduce_add_ps(f); }
   static void axpy_f16(float a, const uint16_t *x, float *y, int64_t n) {
     const __m512 av = _mm512_set1_ps(a);
@@ -91,22 +94,6 @@ struct VecAvx512 {
 
  private:
   static __m512 to_float(__m128i bytes) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)); }
-  // 16 weights (or the first `m` of them) as floats, from f32 or f16.
-  static __m512 load16(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-  static __m512 load16(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
-  // sum w[i] * x[i] into f; four independent accumulators hide the FMA latency on long rows.
-  template <class T>
-  static Fv dot_rows(const T *w, const float *x, int64_t n, Fv f) {
-    Fv acc[4] = {f, _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    int64_t i = 0;
-    for (; i + 64 <= n; i += 64)
-      for (int k = 0; k < 4; k++) acc[k] = _mm512_fmadd_ps(load16(w + i + 16 * k, 0xffff), _mm512_loadu_ps(x + i + 16 * k), acc[k]);
-    for (; i < n; i += 16) {
-      const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-      acc[0] = _mm512_fmadd_ps(load16(w + i, m), _mm512_maskz_loadu_ps(m, x + i), acc[0]);
-    }
-    return _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-  }
 };
 
 }  // namespace
