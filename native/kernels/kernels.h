@@ -95,10 +95,18 @@ struct gemm_f32_args {
 typedef void (*gemm_q8_fn)(const gemm_q8_args &);
 typedef void (*gemm_f32_fn)(const gemm_f32_args &);
 
-// `count` rows of n values (f32, or f16 bits), `stride` values apart: one kv head's slice of a
-// KV cache.
+// One kv head's slice of a KV cache (f32, or f16 bits): `count` positions of n values each.
+//   kv_rows (values):        position p's values are data[p * stride + j], j < n
+//   kv_columns (keys):       transposed, data[j * stride + p]: one row per head dimension, so
+//                            scores for a run of positions are vector FMAs with no reduction;
+//                            kernels may read a key row past count, up to its stride
 template <class T>
 struct kv_rows {
+  const T *data;
+  int64_t stride, count, n;
+};
+template <class T>
+struct kv_columns {
   const T *data;
   int64_t stride, count, n;
 };
@@ -116,14 +124,14 @@ struct kernel_table {
   bool (*supports_group)(format f, int64_t group);
   // Reads n bytes (n a multiple of 256) as fast as the ISA allows; for bandwidth measurement.
   uint64_t (*read_bytes)(const uint8_t *p, size_t n);
-  // Attention over the cache rows of one kv head (kv_rows), for nq queries at once so that
-  // each row is read once for all of them (the query heads of a group, several tokens):
-  //   scores: s[i][p] = scale * dot(row p, q[i])   q rows n floats apart, s rows count apart
-  //   mix:    y[i] += sum_p a[i][p] * row p        a rows count apart, y rows n floats apart
+  // Attention over the cache of one kv head, for nq queries at once so that each cached value
+  // is read once for all of them (the query heads of a group, several tokens):
+  //   scores: s[i][p] = scale * sum_j key(p, j) q[i][j]   q rows n floats apart, s rows count apart
+  //   mix:    y[i] += sum_p a[i][p] * value row p          a rows count apart, y rows n floats apart
   template <class T>
   struct attention_ops {
-    void (*scores)(const kv_rows<T> &kv, const float *q, int nq, float scale, float *s);
-    void (*mix)(const kv_rows<T> &kv, const float *a, int nq, float *y);
+    void (*scores)(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s);
+    void (*mix)(const kv_rows<T> &values, const float *a, int nq, float *y);
   };
   attention_ops<float> attention_f32;
   attention_ops<uint16_t> attention_f16;

@@ -23,6 +23,7 @@
 //   f_add_scaled(part, g, f)      f += part * g
 //   kFloats, f_load(p), f_fma(a, b, c), f_add(a, b)   float lanes per Fv; kFloats floats loaded
 //                                 from f32 or widened from f16; a * b + c; a + b
+//   f_set1(v), f_store(p, f)      v in every lane; store kFloats floats
 //   hsum(f)                       sum of the lanes
 //   bxor(a, b), low64(a)          for the bandwidth probe
 //   axpy_f16(a, x, y, n)          y += a * x over n halves (attention over an f16 KV cache)
@@ -236,12 +237,53 @@ LB_INLINE inline float dot_row(const T *w, const float *x, int64_t n) {
 }
 
 // Attention over a KV cache (kernel_table::attention_f32 / attention_f16).
+// Scores over transposed keys: for a run of NB vectors of positions and Q queries, each head
+// dimension j adds key row j (NB loads shared by the Q queries) times q[i][j] (a broadcast) into
+// Q x NB accumulators. Runs of two vectors, then one; a last partial vector is computed whole
+// (key rows are `stride` values long, so reading to p + kFloats <= stride stays in the row) and
+// stored in part. Positions too close to the end of the row for that go scalar.
 template <class Vec, class T>
-void attention_scores(const kv_rows<T> &kv, const float *q, int nq, float scale, float *s) {
-  for (int64_t p = 0; p < kv.count; p++) {
-    const T *row = kv.data + p * kv.stride;
-    for (int i = 0; i < nq; i++) s[i * kv.count + p] = scale * dot_row<Vec>(row, q + i * kv.n, kv.n);
-  }
+void attention_scores(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s) {
+  constexpr int L = Vec::kFloats, Q = 4;
+  const int64_t n = keys.n, count = keys.count;
+  auto run = [&](auto vectors, int64_t p) LB_INLINE {
+    constexpr int NB = decltype(vectors)::value;
+    const int64_t stored = std::min<int64_t>(NB * L, count - p);
+    for (int i0 = 0; i0 < nq; i0 += Q) {
+      const float *qs[Q];  // past the last query, repeat it (computed, not stored)
+      for (int k = 0; k < Q; k++) qs[k] = q + std::min(i0 + k, nq - 1) * n;
+      typename Vec::Fv acc[Q][NB];
+      for (int k = 0; k < Q; k++)
+        for (int b = 0; b < NB; b++) acc[k][b] = Vec::f_zero();
+      for (int64_t j = 0; j < n; j++) {
+        typename Vec::Fv key[NB];
+        for (int b = 0; b < NB; b++) key[b] = Vec::f_load(keys.data + j * keys.stride + p + b * L);
+        for (int k = 0; k < Q; k++) {
+          const typename Vec::Fv qj = Vec::f_set1(scale * qs[k][j]);
+          for (int b = 0; b < NB; b++) acc[k][b] = Vec::f_fma(key[b], qj, acc[k][b]);
+        }
+      }
+      for (int k = 0; k < Q && i0 + k < nq; k++) {
+        float *out = s + (i0 + k) * count + p;
+        if (stored == NB * L) {
+          for (int b = 0; b < NB; b++) Vec::f_store(out + b * L, acc[k][b]);
+        } else {
+          float part[NB * L];
+          for (int b = 0; b < NB; b++) Vec::f_store(part + b * L, acc[k][b]);
+          std::copy_n(part, stored, out);
+        }
+      }
+    }
+  };
+  int64_t p = 0;
+  for (; p + 2 * L <= count; p += 2 * L) run(std::integral_constant<int, 2>(), p);
+  for (; p < count && p + L <= keys.stride; p += L) run(std::integral_constant<int, 1>(), p);
+  for (; p < count; p++)
+    for (int i = 0; i < nq; i++) {
+      float dot = 0;
+      for (int64_t j = 0; j < n; j++) dot += widen(keys.data[j * keys.stride + p]) * (scale * q[i * n + j]);
+      s[i * count + p] = dot;
+    }
 }
 template <class Vec, class T>
 void attention_mix(const kv_rows<T> &kv, const float *a, int nq, float *y) {

@@ -187,8 +187,8 @@ struct buffers {
   }
 };
 
-// Causal grouped-query attention of the n new tokens over the cache, one task per (token, kv
-// head), so the query heads that share a kv head find its rows in cache. Scores and the weighted
+// Causal grouped-query attention of the n new tokens over the cache, one task per (block of
+// tokens, kv head), so the query heads that share a kv head read its cache once. Scores and the weighted
 // sum of values run in the kernel table (SIMD for f32 and f16 caches), one call per head.
 void attention(context &c, int layer, int n, buffers &b) {
   const model_config &cfg = c.m->config;
@@ -199,8 +199,9 @@ void attention(context &c, int layer, int n, buffers &b) {
   const uint8_t *kc = c.k_cache.data() + (size_t)layer * c.n_ctx * kv_dim * elem;
   const uint8_t *vc = c.v_cache.data() + (size_t)layer * c.n_ctx * kv_dim * elem;
   const float inv_sqrt = 1.0f / std::sqrt((float)hd);
-  // The cache holds T (float or f16 bits); rows of one kv head are kv_dim values apart. A task
-  // takes a kv head and a block of tokens: its group x block queries share every row read.
+  // The cache holds T (float or f16 bits): values by position (kv_dim apart), keys transposed (a
+  // row of n_ctx positions per dimension). A task takes a kv head and a block of tokens: its
+  // group x block queries share every cache read.
   constexpr int kTokensPerTask = 8;
   const int blocks = (n + kTokensPerTask - 1) / kTokensPerTask;
   auto heads = [&](auto cache_type, const kernel_table::attention_ops<decltype(cache_type)> &ops) {
@@ -216,7 +217,7 @@ void attention(context &c, int layer, int n, buffers &b) {
       scores.resize((size_t)nq * count);
       for (int t = 0; t < tokens; t++)
         std::copy_n(b.q.data() + (size_t)(t0 + t) * q_dim + head0, (size_t)group * hd, q.data() + (size_t)t * group * hd);
-      const kv_rows<T> keys{reinterpret_cast<const T *>(kc) + (size_t)kvh * hd, (int64_t)kv_dim, count, hd};
+      const kv_columns<T> keys{reinterpret_cast<const T *>(kc) + (size_t)kvh * hd * c.n_ctx, c.n_ctx, count, hd};
       const kv_rows<T> values{reinterpret_cast<const T *>(vc) + (size_t)kvh * hd, (int64_t)kv_dim, count, hd};
       ops.scores(keys, q.data(), nq, inv_sqrt, scores.data());
       for (int i = 0; i < nq; i++) {
@@ -299,9 +300,8 @@ void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_l
       rope(&b.q[t * q_dim], cfg.n_heads, cfg, freqs, c.pos + t);
       rope(&b.k[t * kv_dim], cfg.n_kv_heads, cfg, freqs, c.pos + t);
       for (size_t i = 0; i < kv_dim; i++) {
-        const size_t at = layer_off + (size_t)(c.pos + t) * kv_dim + i;
-        kv_store(c.k_cache.data(), c.kv, at, b.k[t * kv_dim + i]);
-        kv_store(c.v_cache.data(), c.kv, at, b.v[t * kv_dim + i]);
+        kv_store(c.k_cache.data(), c.kv, layer_off + i * c.n_ctx + c.pos + t, b.k[t * kv_dim + i]);
+        kv_store(c.v_cache.data(), c.kv, layer_off + (size_t)(c.pos + t) * kv_dim + i, b.v[t * kv_dim + i]);
       }
     }
     attention(c, l, n, b);

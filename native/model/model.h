@@ -97,7 +97,9 @@ struct context {
   int threads = 1;
   int pos = 0;                 // next position to fill
   std::vector<int32_t> tokens; // tokens in the cache, in order
-  std::vector<uint8_t> k_cache, v_cache;  // (layer, n_ctx, n_kv_heads * head_dim) in kv type
+  // In kv type: values (layer, n_ctx, n_kv_heads * head_dim); keys transposed,
+  // (layer, n_kv_heads * head_dim, n_ctx), for the attention kernels (kernels.h, kv_columns).
+  std::vector<uint8_t> k_cache, v_cache;
   std::atomic<bool> *abort = nullptr;     // polled between layers
   mlp_recorder *recorder = nullptr;       // when set, forward() records MLP inputs into it
 };

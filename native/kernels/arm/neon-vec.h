@@ -72,6 +72,8 @@ struct VecNeon {
   static Fv f_load(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
   static Fv f_fma(Fv a, Fv b, Fv c) { return vfmaq_f32(c, a, b); }
   static Fv f_add(Fv a, Fv b) { return vaddq_f32(a, b); }
+  static Fv f_set1(float v) { return vdupq_n_f32(v); }
+  static void f_store(float *p, Fv f) { vst1q_f32(p, f); }
   static float hsum(Fv f) { return vaddvq_f32(f); }
   static void axpy_f16(float a, const uint16_t *x, float *y, int64_t n) {
     int64_t i = 0;

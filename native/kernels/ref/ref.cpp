@@ -75,12 +75,12 @@ inline float cache_value(float v) { return v; }
 inline float cache_value(uint16_t v) { return f16_to_f32(v); }
 
 template <class T>
-void attention_scores_ref(const kv_rows<T> &kv, const float *q, int nq, float scale, float *s) {
+void attention_scores_ref(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s) {
   for (int i = 0; i < nq; i++)
-    for (int64_t p = 0; p < kv.count; p++) {
+    for (int64_t p = 0; p < keys.count; p++) {
       double dot = 0;
-      for (int64_t j = 0; j < kv.n; j++) dot += (double)cache_value(kv.data[p * kv.stride + j]) * q[i * kv.n + j];
-      s[i * kv.count + p] = scale * (float)dot;
+      for (int64_t j = 0; j < keys.n; j++) dot += (double)cache_value(keys.data[j * keys.stride + p]) * q[i * keys.n + j];
+      s[i * keys.count + p] = scale * (float)dot;
     }
 }
 

@@ -52,6 +52,8 @@ struct VecAvx2 {
   static Fv f_load(const uint16_t *p) { return half(p); }
   static Fv f_fma(Fv a, Fv b, Fv c) { return _mm256_fmadd_ps(a, b, c); }
   static Fv f_add(Fv a, Fv b) { return _mm256_add_ps(a, b); }
+  static Fv f_set1(float v) { return _mm256_set1_ps(v); }
+  static void f_store(float *p, Fv f) { _mm256_storeu_ps(p, f); }
   static float hsum(Fv f) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -80,6 +80,8 @@ struct VecAvx512 {
   static Fv f_load(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))); }
   static Fv f_fma(Fv a, Fv b, Fv c) { return _mm512_fmadd_ps(a, b, c); }
   static Fv f_add(Fv a, Fv b) { return _mm512_add_ps(a, b); }
+  static Fv f_set1(float v) { return _mm512_set1_ps(v); }
+  static void f_store(float *p, Fv f) { _mm512_storeu_ps(p, f); }
   static float hsum(Fv f) { return _mm512_reduce_add_ps(f); }
   static void axpy_f16(float a, const uint16_t *x, float *y, int64_t n) {
     const __m512 av = _mm512_set1_ps(a);
