@@ -79,13 +79,28 @@ async function runLlamaCpp(file: string, threads: number, vocab: number): Promis
   }
 }
 
+/**
+ * This process's peak resident set. Linux's getrusage maxRSS would also count the parent's
+ * resident set at the moment it spawned this process (it is kept across exec); VmHWM belongs to
+ * this process's own memory map.
+ */
+function peakRssBytes(): number {
+  try {
+    const hwm = /^VmHWM:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    if (hwm) return Number(hwm[1]) * 1024;
+  } catch {
+    // not Linux: fall through
+  }
+  return process.resourceUsage().maxRSS * 1024;
+}
+
 async function main(): Promise<void> {
   const [engine, file, threadsText, vocabText] = process.argv.slice(2);
   const threads = Number(threadsText), vocab = Number(vocabText);
   const run = engine === 'lowbit' ? runLowbit : engine === 'llama.cpp' ? runLlamaCpp : undefined;
   if (!run || !file || !(threads > 0) || !(vocab > 3)) throw new Error('usage: generate-worker.ts <lowbit|llama.cpp> <model> <threads> <vocab>');
   const speed = await run(file, threads, vocab);
-  const result: WorkerResult = { ...speed, rssBytes: process.resourceUsage().maxRSS * 1024, fileBytes: fs.statSync(file).size };
+  const result: WorkerResult = { ...speed, rssBytes: peakRssBytes(), fileBytes: fs.statSync(file).size };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 

@@ -1,14 +1,17 @@
 /**
  * SHARP benchmark (node --import tsx bench/sharp.ts): for each bundled float model x schedule x
- * rank x recovery init (x float or 4-bit weights), the stored MLP parameters saved, file bytes,
- * weights in memory, peak RSS (in its own process, via bench/generate-worker.ts), decode tokens/s
- * as a ratio to the unshared model (best of alternating runs, as the machine is shared), perplexity on
- * test/data/sharp-eval.txt and KL / top-1 agreement against the original float model. Recovery is
- * calibrated on test/data/sharp-calibration.txt (a different text). Float activations for quality,
- * so the numbers measure the weights. Writes bench/results/sharp.json and prints the markdown table
+ * rank x recovery init (x float or 4-bit weights), and for a synthetic 2-bit model at a real shape
+ * (MobileLLM-125M, random weights on the ParetoQ grid: what sharing saves in bytes and costs in
+ * speed at size; its quality columns only say how far sharing moves the function), the stored
+ * MLP parameters saved, file bytes, weights in memory, peak RSS (in its own process, via
+ * bench/generate-worker.ts), decode tokens/s as a ratio to the unshared model (best of alternating
+ * runs, as the machine is shared), perplexity on test/data/sharp-eval.txt and KL / top-1 agreement
+ * against the original model. Recovery is calibrated on test/data/sharp-calibration.txt (a
+ * different text). Float activations for quality, so the numbers measure the weights. Writes bench/results/sharp.json and prints the markdown table
  * docs/BENCHMARKS.md carries.
  *
- * Options: --models stories260K,babyllama-tok105  --bits f32,4  --threads 1  --out FILE
+ * Options: --models stories260K,babyllama-tok105  --bits f32,4  --synth mobilellm-125m (or none)
+ *          --threads 1  --out FILE
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -18,6 +21,7 @@ import { parseArgs } from 'node:util';
 
 import { cpuInfo, evaluateText, loadModel, type LowbitModel, quantizeModel } from '../lib';
 import { type SharpModelOptions, sharpModel } from '../lib/convert/sharp';
+import { synthModel } from '../lib/convert/synth';
 import type { WorkerResult } from './generate-worker';
 
 const MODELS = path.join(__dirname, '..', '..', 'shared', 'models');
@@ -36,13 +40,23 @@ const RECOVERIES: { label: string; options: SharpModelOptions; ranked: boolean }
   { label: 'cov', options: { init: 'cov' }, ranked: true },
   { label: 'cov+slw', options: { init: 'cov', refine: 300, refineLearningRate: 0.01 }, ranked: true },
 ];
+/**
+ * The synthetic model: its bits, and data-free recovery only (random layers have nothing a
+ * calibration text could teach; it still measures each variant's MLP output error).
+ */
+const SYNTH_BITS = 2;
+const SYNTH_SCHEDULES = ['later-half', 'every-other'];
+const SYNTH_RANKS = [16, 64];
 const EVAL_CTX = 256;
 const CALIB_TOKENS = 2048;
 
 interface SharpBenchRow {
   model: string;
-  /** `f32`, or 4 (every linear layer 4-bit rtn, embeddings and recovery factors f16). */
-  weights: 'f32' | 4;
+  /**
+   * `f32`; `4-bit` (every linear layer 4-bit rtn, embeddings and recovery factors f16); `2-bit`
+   * (the synthetic model: grid weights packed exactly, recovery factors f16).
+   */
+  weights: string;
   /** `unshared`, or the SHARP schedule. */
   schedule: string;
   rank: number;
@@ -69,6 +83,7 @@ const { values } = parseArgs({
   options: {
     models: { type: 'string', default: SOURCES.map((s) => s.name).join(',') },
     bits: { type: 'string', default: 'f32,4' },
+    synth: { type: 'string', default: 'mobilellm-125m' },
     threads: { type: 'string', default: '1' },
     out: { type: 'string', default: path.join(__dirname, 'results', 'sharp.json') },
   },
@@ -117,16 +132,68 @@ function printTable(rows: readonly SharpBenchRow[]): void {
   console.log('| model | weights | schedule | init | rank | MLP params saved | MLP bytes saved | file KiB | weights KiB | peak RSS MiB | decode vs unshared | perplexity | KL vs original | top-1 | SLW loss |');
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
-    console.log(`| ${r.model} | ${r.weights === 4 ? '4-bit' : 'f32'} | ${r.schedule} | ${r.init} | ${r.rank} | ${(100 * r.mlpParametersSaved).toFixed(1)}% | ${(100 * r.mlpBytesSaved).toFixed(1)}% | ` +
+    console.log(`| ${r.model} | ${r.weights} | ${r.schedule} | ${r.init} | ${r.rank} | ${(100 * r.mlpParametersSaved).toFixed(1)}% | ${(100 * r.mlpBytesSaved).toFixed(1)}% | ` +
       `${(r.fileBytes / 1024).toFixed(0)} | ${(r.weightBytes / 1024).toFixed(0)} | ${(r.rssBytes / 2 ** 20).toFixed(0)} | ${r.decodeVsUnshared.toFixed(2)} | ` +
       `${r.perplexity.toFixed(2)} | ${r.klVsOriginal.toFixed(3)} | ${(100 * r.top1Agreement).toFixed(1)}% | ${r.slwLoss === null ? '-' : r.slwLoss.toFixed(3)} |`);
   }
 }
 
+/** A model to share: its unshared file (the speed and size baseline) and how sharpModel re-encodes its weights. */
+interface Subject {
+  model: string;
+  weights: string;
+  /** The file sharpModel reads, and the unshared model with the same weights. */
+  source: string;
+  base: string;
+  tokenizer?: string;
+  encoding: Partial<SharpModelOptions>;
+}
+
+/** One variant to measure: a schedule with a recovery at a rank. */
+interface Variant {
+  schedule: string;
+  recovery: (typeof RECOVERIES)[number];
+  rank: number;
+}
+
+function variants(schedules: readonly string[], recoveries: typeof RECOVERIES, ranks: readonly number[]): Variant[] {
+  return schedules.flatMap((schedule) => recoveries.flatMap((recovery) => (recovery.ranked ? ranks : [0]).map((rank) => ({ schedule, recovery, rank }))));
+}
+
+/** The unshared row, then one row per variant, each against `original` on `text`. */
+async function benchSubject(subject: Subject, list: readonly Variant[], original: LowbitModel, text: string, scratch: string,
+                            rows: SharpBenchRow[], started: number): Promise<void> {
+  const threads = Number(values.threads), vocab = original.info.config.vocabSize;
+  const [baseTps] = await decodeSpeeds(subject.base, subject.base, threads);
+  const baseQuality = await quality(subject.base, text, original);
+  rows.push({
+    model: subject.model, weights: subject.weights, schedule: 'unshared', rank: 0, init: '-', mlpParametersSaved: 0, mlpBytesSaved: 0,
+    fileBytes: fs.statSync(subject.base).size, weightBytes: baseQuality.weightBytes, rssBytes: peakRss(subject.base, vocab), decodeTps: baseTps,
+    decodeVsUnshared: 1, perplexity: baseQuality.perplexity, klVsOriginal: baseQuality.klVsOriginal, top1Agreement: baseQuality.top1Agreement, slwLoss: null,
+  });
+  for (const { schedule, recovery, rank } of list) {
+    const out = path.join(scratch, `${subject.model}-${subject.weights}-${schedule.replace(/[<,]/g, '_')}-${recovery.label}-${rank}.lowbit`);
+    const result = await sharpModel(subject.source, out, {
+      tokenizer: subject.tokenizer, schedule, rank, calib: path.join(DATA, 'sharp-calibration.txt'), calibTokens: CALIB_TOKENS,
+      ...recovery.options, ...subject.encoding,
+    });
+    const [tps, unsharedTps] = await decodeSpeeds(out, subject.base, threads), q = await quality(out, text, original);
+    const losses = result.layers.map((l) => l.lossRefined);
+    const row: SharpBenchRow = {
+      model: subject.model, weights: subject.weights, schedule, rank, init: recovery.label, mlpParametersSaved: result.mlp.savedFraction,
+      mlpBytesSaved: q.mlpBytesSaved, fileBytes: result.bytes, weightBytes: q.weightBytes, rssBytes: peakRss(out, vocab), decodeTps: tps,
+      decodeVsUnshared: tps / unsharedTps, perplexity: q.perplexity, klVsOriginal: q.klVsOriginal,
+      top1Agreement: q.top1Agreement, slwLoss: losses.reduce((a, b) => a + b, 0) / losses.length,
+    };
+    rows.push(row);
+    console.error(`${subject.model} ${subject.weights} ${schedule} ${recovery.label} r${rank}: saved ${(100 * row.mlpParametersSaved).toFixed(1)}% ` +
+      `ppl ${row.perplexity.toFixed(2)} kl ${row.klVsOriginal.toFixed(3)} decode x${row.decodeVsUnshared.toFixed(2)} (${((performance.now() - started) / 1000).toFixed(0)} s)`);
+    fs.rmSync(out);
+  }
+}
+
 async function main() {
-  const threads = Number(values.threads);
   const text = fs.readFileSync(path.join(DATA, 'sharp-eval.txt'), 'utf8');
-  const calib = path.join(DATA, 'sharp-calibration.txt');
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-bench-sharp-'));
   const rows: SharpBenchRow[] = [];
   const started = performance.now();
@@ -134,42 +201,23 @@ async function main() {
     for (const source of SOURCES.filter((s) => values.models!.split(',').includes(s.name))) {
       const file = path.join(MODELS, source.file), tokenizer = path.join(MODELS, source.tokenizer);
       await using original = await loadModel(file, { tokenizer, activations: 'f32' });
-      const vocab = original.info.config.vocabSize;
-      for (const weights of values.bits!.split(',').map((b) => (b === '4' ? 4 : 'f32')) as ('f32' | 4)[]) {
+      for (const bits of values.bits!.split(',').filter((b) => b === 'f32' || b === '4')) {
         // The unshared model with the same weights: the float source, or `lowbit quantize` at 4 bits.
-        const base = weights === 'f32' ? file : path.join(scratch, `${source.name}-b4.lowbit`);
-        if (weights === 4) await quantizeModel(file, base, { bits: 4, method: 'rtn', tokenizer });
-        const [baseTps] = await decodeSpeeds(base, base, threads);
-        const baseQuality = await quality(base, text, original);
-        rows.push({
-          model: source.name, weights, schedule: 'unshared', rank: 0, init: '-', mlpParametersSaved: 0, mlpBytesSaved: 0, fileBytes: fs.statSync(base).size,
-          weightBytes: baseQuality.weightBytes, rssBytes: peakRss(base, vocab), decodeTps: baseTps, decodeVsUnshared: 1,
-          perplexity: baseQuality.perplexity, klVsOriginal: baseQuality.klVsOriginal, top1Agreement: baseQuality.top1Agreement, slwLoss: null,
-        });
-        for (const schedule of SCHEDULES) {
-          for (const recovery of RECOVERIES) {
-            for (const rank of recovery.ranked ? RANKS : [0]) {
-              const out = path.join(scratch, `${source.name}-${weights}-${schedule.replace(/[<,]/g, '_')}-${recovery.label}-${rank}.lowbit`);
-              const result = await sharpModel(file, out, {
-                tokenizer, schedule, rank, calib, calibTokens: CALIB_TOKENS, ...recovery.options,
-                ...(weights === 4 && { bits: 4, method: 'rtn' as const, recovery: 'f16' as const }),
-              });
-              const [tps, unsharedTps] = await decodeSpeeds(out, base, threads), q = await quality(out, text, original);
-              const losses = result.layers.map((l) => l.lossRefined);
-              const row: SharpBenchRow = {
-                model: source.name, weights, schedule, rank, init: recovery.label, mlpParametersSaved: result.mlp.savedFraction, mlpBytesSaved: q.mlpBytesSaved,
-                fileBytes: result.bytes, weightBytes: q.weightBytes, rssBytes: peakRss(out, vocab), decodeTps: tps,
-                decodeVsUnshared: tps / unsharedTps, perplexity: q.perplexity, klVsOriginal: q.klVsOriginal,
-                top1Agreement: q.top1Agreement, slwLoss: losses.reduce((a, b) => a + b, 0) / losses.length,
-              };
-              rows.push(row);
-              console.error(`${source.name} ${weights} ${schedule} ${recovery.label} r${rank}: saved ${(100 * row.mlpParametersSaved).toFixed(1)}% ` +
-                `ppl ${row.perplexity.toFixed(2)} kl ${row.klVsOriginal.toFixed(3)} decode x${row.decodeVsUnshared.toFixed(2)} (${((performance.now() - started) / 1000).toFixed(0)} s)`);
-              fs.rmSync(out);
-            }
-          }
-        }
+        const base = bits === 'f32' ? file : path.join(scratch, `${source.name}-b4.lowbit`);
+        if (bits === '4') await quantizeModel(file, base, { bits: 4, method: 'rtn', tokenizer });
+        const encoding = bits === '4' ? { bits: 4, method: 'rtn' as const, recovery: 'f16' as const } : {};
+        await benchSubject({ model: source.name, weights: bits === '4' ? '4-bit' : 'f32', source: file, base, tokenizer, encoding },
+          variants(SCHEDULES, RECOVERIES, RANKS), original, text, scratch, rows, started);
       }
+    }
+    for (const shape of values.synth!.split(',').filter((s) => s !== 'none')) {
+      // Grid weights shared as they are (`exact` packs the reference losslessly).
+      const file = path.join(scratch, `${shape}-b${SYNTH_BITS}.lowbit`);
+      await synthModel(file, { shape, bits: SYNTH_BITS });
+      await using original = await loadModel(file, { activations: 'f32' });
+      const encoding = { bits: SYNTH_BITS, method: 'exact' as const, recovery: 'f16' as const };
+      await benchSubject({ model: `${shape} (synthetic)`, weights: `${SYNTH_BITS}-bit`, source: file, base: file, encoding },
+        variants(SYNTH_SCHEDULES, RECOVERIES.filter((r) => r.label === 'none' || r.label === 'svd'), SYNTH_RANKS), original, text, scratch, rows, started);
     }
   } finally {
     fs.rmSync(scratch, { recursive: true, force: true });
