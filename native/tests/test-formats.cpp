@@ -1,7 +1,12 @@
-// Packing round trips, the documented byte layout, and half-precision conversions.
+// Packing round trips, the documented byte layout, half-precision conversions, tensor storage.
 #include <cstring>
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 #include "../core/formats.h"
+#include "../core/qtensor.h"
 #include "harness.h"
 
 using namespace lb;
@@ -90,4 +95,34 @@ TEST(half_conversions) {
     if (!std::isnan(b16) && f32_to_bf16(b16) != h) bad++;
   }
   CHECK_MSG(bad == 0, std::to_string(bad) + " half values do not round trip");
+}
+
+#if defined(__linux__)
+// This process's resident bytes (/proc/self/statm), or 0 where unreadable.
+static size_t resident_bytes() {
+  FILE *f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  unsigned long size = 0, resident = 0;
+  const int got = std::fscanf(f, "%lu %lu", &size, &resident);
+  std::fclose(f);
+  return got == 2 ? resident * (size_t)sysconf(_SC_PAGESIZE) : 0;
+}
+#endif
+
+// Large storage starts on a 2 MiB boundary and ends in zeroed padding, and creating it makes only
+// the padding resident: a transparent huge page there would pin up to 2 MiB of zeros per tensor.
+TEST(large_storage_alignment_and_padding) {
+  constexpr size_t kHuge = aligned_buffer::kHugePage;
+  const size_t bytes = 2 * kHuge;
+#if defined(__linux__)
+  const size_t before = resident_bytes();
+#endif
+  aligned_buffer buf(bytes);
+  CHECK((uintptr_t)buf.data() % kHuge == 0);
+  for (size_t i = 0; i < aligned_buffer::kPadding; i++) CHECK(buf.data()[bytes + i] == 0);
+#if defined(__linux__)
+  const size_t after = resident_bytes();
+  if (before > 0 && after > 0)
+    CHECK_MSG(after < before + 256 * 1024, std::to_string((after - before) >> 10) + " KiB became resident for 64 bytes of padding");
+#endif
 }
