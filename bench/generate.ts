@@ -79,11 +79,11 @@ function weightBytesPerToken(file: string): number {
   }
 }
 
-/** KV cache bytes a decode step reads, averaged over the generated tokens (f32 cache). */
+/** KV cache bytes a decode step reads, averaged over the generated tokens (f16 cache: both engines' default). */
 function kvBytesPerToken(shape: SynthShapeName): number {
   const c = SYNTH_SHAPES[shape].config;
   const averagePositions = PROMPT_TOKENS + DECODE_TOKENS / 2;
-  return 2 * c.nLayers * c.nKvHeads * c.headDim * 4 * averagePositions;
+  return 2 * c.nLayers * c.nKvHeads * c.headDim * 2 * averagePositions;
 }
 
 function runWorker(engine: 'lowbit' | 'llama.cpp', file: string, threads: number, vocab: number): WorkerResult {

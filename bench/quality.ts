@@ -2,8 +2,8 @@
  * Quality of post-training quantization on the bundled float models (npm run bench:quality): for
  * every bit width x method (rtn, mse) x scale granularity (per row, groups of 64), the file size,
  * perplexity on bench/data/stories-eval.txt (ParetoQ's protocol: no BOS, non-overlapping blocks)
- * and the mean KL divergence and top-1 agreement against the float model. Float activations
- * throughout, so the numbers measure the weights. Writes bench/results/quality.json and prints
+ * and the mean KL divergence and top-1 agreement against the float model. Float activations and
+ * an f32 KV cache throughout, so the numbers measure the weights. Writes bench/results/quality.json and prints
  * the markdown table docs/BENCHMARKS.md carries.
  *
  * These are PTQ numbers: ParetoQ's models are trained on their grid (QAT); rounding a float model
@@ -43,7 +43,7 @@ async function main() {
   try {
     for (const source of SOURCES) {
       const file = path.join(MODELS, source.file), tokenizer = path.join(MODELS, source.tokenizer);
-      await using ref = await loadModel(file, { tokenizer, activations: 'f32' });
+      await using ref = await loadModel(file, { tokenizer, activations: 'f32', kvCache: 'f32' });
       const float = await evaluateText(ref, text);
       rows.push({ model: source.name, bits: 'f32', method: '-', group: 0, fileBytes: fs.statSync(file).size, perplexity: float.perplexity, kl: 0, top1Agreement: 1 });
       for (const bits of BITS) {
@@ -51,7 +51,7 @@ async function main() {
           for (const group of GROUPS) {
             const out = path.join(scratch, `${source.name}-${bits}-${method}-${group}.lowbit`);
             await quantizeModel(file, out, { bits, method, group, tokenizer, embeddings: 'f32' });
-            await using model = await loadModel(out, { activations: 'f32' });
+            await using model = await loadModel(out, { activations: 'f32', kvCache: 'f32' });
             const e = await evaluateText(model, text, { ref });
             rows.push({ model: source.name, bits, method, group, fileBytes: fs.statSync(out).size, perplexity: e.perplexity, kl: e.ref!.kl, top1Agreement: e.ref!.top1Agreement });
             fs.rmSync(out);

@@ -7,8 +7,9 @@
  * bench/generate-worker.ts), decode tokens/s as a ratio to the unshared model (best of alternating
  * runs, as the machine is shared), perplexity on test/data/sharp-eval.txt and KL / top-1 agreement
  * against the original model. Recovery is calibrated on test/data/sharp-calibration.txt (a
- * different text). Float activations for quality, so the numbers measure the weights. Writes bench/results/sharp.json and prints the markdown table
- * docs/BENCHMARKS.md carries.
+ * different text). Float activations and an f32 KV cache for quality, so the numbers measure
+ * the weights. Writes bench/results/sharp.json and prints the markdown table docs/BENCHMARKS.md
+ * carries.
  *
  * Options: --models stories260K,babyllama-tok105  --bits f32,4  --synth mobilellm-125m (or none)
  *          --threads 1  --out FILE
@@ -119,7 +120,7 @@ async function decodeSpeeds(file: string, unshared: string, threads: number): Pr
 }
 
 async function quality(file: string, text: string, original: LowbitModel) {
-  await using model = await loadModel(file, { activations: 'f32' });
+  await using model = await loadModel(file, { activations: 'f32', kvCache: 'f32' });
   const e = await evaluateText(model, text, { ctx: EVAL_CTX, ref: original });
   const mlp = model.info.mlp;
   return {
@@ -200,7 +201,7 @@ async function main() {
   try {
     for (const source of SOURCES.filter((s) => values.models!.split(',').includes(s.name))) {
       const file = path.join(MODELS, source.file), tokenizer = path.join(MODELS, source.tokenizer);
-      await using original = await loadModel(file, { tokenizer, activations: 'f32' });
+      await using original = await loadModel(file, { tokenizer, activations: 'f32', kvCache: 'f32' });
       for (const bits of values.bits!.split(',').filter((b) => b === 'f32' || b === '4')) {
         // The unshared model with the same weights: the float source, or `lowbit quantize` at 4 bits.
         const base = bits === 'f32' ? file : path.join(scratch, `${source.name}-b4.lowbit`);
@@ -214,7 +215,7 @@ async function main() {
       // Grid weights shared as they are (`exact` packs the reference losslessly).
       const file = path.join(scratch, `${shape}-b${SYNTH_BITS}.lowbit`);
       await synthModel(file, { shape, bits: SYNTH_BITS });
-      await using original = await loadModel(file, { activations: 'f32' });
+      await using original = await loadModel(file, { activations: 'f32', kvCache: 'f32' });
       const encoding = { bits: SYNTH_BITS, method: 'exact' as const, recovery: 'f16' as const };
       await benchSubject({ model: `${shape} (synthetic)`, weights: `${SYNTH_BITS}-bit`, source: file, base: file, encoding },
         variants(SYNTH_SCHEDULES, RECOVERIES.filter((r) => r.label === 'none' || r.label === 'svd'), SYNTH_RANKS), original, text, scratch, rows, started);

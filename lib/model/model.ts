@@ -23,7 +23,7 @@ export interface LoadModelOptions {
   contextLength?: number;
   /** How quantized layers multiply: `int8` (fast) or `f32` activations. Defaults to `int8`. */
   activations?: 'int8' | 'f32';
-  /** Precision of the KV cache. Defaults to `f32`. */
+  /** Precision of the KV cache. Defaults to `f16` (half the memory, as llama.cpp); `f32` for float arithmetic throughout. */
   kvCache?: 'f32' | 'f16';
   /** Pack float weights that lie on a ParetoQ grid into that grid's codes (lossless). Defaults to `true`. */
   detectGrids?: boolean;
@@ -202,7 +202,7 @@ function resolveLoadOptions(options: unknown) {
     tokenizer: o.tokenizer as string | undefined,
     contextLength: o.contextLength === undefined ? undefined : integerIn('contextLength', o.contextLength, 2, 1 << 20),
     activations: o.activations === undefined ? 'int8' : oneOf('activations', o.activations, ['int8', 'f32'] as const),
-    kvCache: o.kvCache === undefined ? 'f32' : oneOf('kvCache', o.kvCache, ['f32', 'f16'] as const),
+    kvCache: o.kvCache === undefined ? 'f16' : oneOf('kvCache', o.kvCache, ['f32', 'f16'] as const),
     detectGrids: (o.detectGrids as boolean | undefined) ?? true,
   };
 }

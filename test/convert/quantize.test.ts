@@ -197,7 +197,7 @@ describe('convert/quantize: ParetoQ checkpoints, --method exact', function () {
       });
 
       it('its logits match a float64 forward pass over its dequantized weights', async () => {
-        const model = await loadModel(fakeFile, { activations: 'f32' });
+        const model = await loadModel(fakeFile, { activations: 'f32', kvCache: 'f32' });
         const reference = dequantizedSource(fakeFile);
         try {
           const ids = model.tokenize(PROMPT, { bos: true });

@@ -65,11 +65,11 @@ describe('convert/sharp', function () {
   let ids: number[];
   const sharp = (name: string, options: Parameters<typeof sharpModel>[2]): Promise<SharpResult> =>
     sharpModel(STORIES, path.join(dir, `${name}.lowbit`), { tokenizer: TOKENIZER, ...options });
-  const load = (name: string) => loadModel(path.join(dir, `${name}.lowbit`), { activations: 'f32' });
+  const load = (name: string) => loadModel(path.join(dir, `${name}.lowbit`), { activations: 'f32', kvCache: 'f32' });
 
   before(async () => {
     dir = makeTempDir('sharp');
-    original = await loadModel(STORIES, { tokenizer: TOKENIZER, activations: 'f32' });
+    original = await loadModel(STORIES, { tokenizer: TOKENIZER, activations: 'f32', kvCache: 'f32' });
     ids = original.tokenize(PROMPT, { bos: true });
   });
   after(() => {
@@ -220,7 +220,7 @@ describe('convert/sharp', function () {
     const result = await sharp('b4', { schedule: 'every-other', rank: 64, init: 'svd', bits: 4, method: 'rtn' });
     const file = path.join(dir, 'b4.lowbit');
     const source = materializedSource(file), float = openModel(STORIES);
-    const model = await loadModel(file, { activations: 'f32' }), int8 = await loadModel(file);
+    const model = await loadModel(file, { activations: 'f32', kvCache: 'f32' }), int8 = await loadModel(file);
     try {
       assert.equal(model.info.tensorFormats[layerTensorName(0, mlpRole('down'))], 'b4');
       assert.equal(model.info.tensorFormats[loraTensorName(1, 'down', 'a')], 'f32');

@@ -160,10 +160,20 @@ describe('model: generation API', () => {
     await assert.rejects(m.logits([1]), DisposedError);
   });
 
-  it('samples with an f16 KV cache and int8 activations too', async () => {
-    await using m = await loadModel(STORIES, { kvCache: 'f16' });
-    const text = await m.complete('Once upon a time', { temperature: 0, maxTokens: 30 });
-    // f16 keys and values change logits by ~1e-3: the greedy text still starts the same story
+  it('keeps an f16 KV cache by default (half of f32), within f16 rounding of an f32 cache', async () => {
+    await using half = await loadModel(STORIES);
+    await using full = await loadModel(STORIES, { kvCache: 'f32' });
+    assert.equal(half.info.kvCacheBytes * 2, full.info.kvCacheBytes);
+    const ids = half.tokenize('Once upon a time, there was a little girl', { bos: true });
+    const [a, b] = [await half.logits(ids), await full.logits(ids)];
+    let maxDiff = 0, maxAbs = 0;
+    for (let i = 0; i < a.length; i++) {
+      maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
+      maxAbs = Math.max(maxAbs, Math.abs(b[i]));
+    }
+    // f16 keys and values move logits by ~1e-3 of their scale, never 0 (the cache really is f16)
+    assert.ok(maxDiff > 0 && maxDiff < 1e-2 * maxAbs, `${maxDiff} of ${maxAbs}`);
+    const text = await half.complete('Once upon a time', { temperature: 0, maxTokens: 30 });
     assert.ok(text.startsWith(', there was a little girl'), text);
   });
 });

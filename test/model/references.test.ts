@@ -106,7 +106,7 @@ async function expectLogitsMatch(file: string, tokens: number[], options: Parame
   } finally {
     source.close();
   }
-  await using model = await loadModel(file, { ...options, activations: 'f32' });
+  await using model = await loadModel(file, { ...options, activations: 'f32', kvCache: 'f32' });
   const got = await model.logits(tokens);
   const vocab = model.info.config.vocabSize;
   for (let p = 0; p < tokens.length; p++) {
@@ -186,7 +186,7 @@ describe('model: logits against a float64 forward pass', () => {
       } finally {
         reference.close();
       }
-      await using model = await loadModel(gguf, { activations: 'f32' });
+      await using model = await loadModel(gguf, { activations: 'f32', kvCache: 'f32' });
       const got = await model.logits(tokens);
       const vocab = model.info.config.vocabSize;
       for (let p = 0; p < tokens.length; p++) {
