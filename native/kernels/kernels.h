@@ -97,18 +97,24 @@ typedef void (*gemm_f32_fn)(const gemm_f32_args &);
 
 // One kv head's slice of a KV cache (f32, or f16 bits): `count` positions of n values each.
 //   kv_rows (values):        position p's values are data[p * stride + j], j < n
-//   kv_columns (keys):       transposed, data[j * stride + p]: one row per head dimension, so
-//                            scores for a run of positions are vector FMAs with no reduction;
-//                            kernels may read a key row past count, up to its stride
+//   kv_columns (keys):       tiles of kKeyTile positions, each transposed: key (p, j) is at
+//                            key_index(p, j, n). Scores for a run of positions are vector FMAs
+//                            with no reduction, and a tile is one contiguous block to stream
+//                            (a fully transposed cache is n strided streams). Storage holds whole
+//                            tiles, so kernels may read a tile past count.
 template <class T>
 struct kv_rows {
   const T *data;
   int64_t stride, count, n;
 };
+constexpr int64_t kKeyTile = 32;  // a multiple of every ISA's float vector
+inline int64_t key_index(int64_t p, int64_t j, int64_t n) {
+  return (p / kKeyTile) * n * kKeyTile + j * kKeyTile + p % kKeyTile;
+}
 template <class T>
 struct kv_columns {
   const T *data;
-  int64_t stride, count, n;
+  int64_t count, n;
 };
 
 struct kernel_table {

@@ -26,7 +26,6 @@
 //   f_set1(v), f_store(p, f)      v in every lane; store kFloats floats
 //   hsum(f)                       sum of the lanes
 //   bxor(a, b), low64(a)          for the bandwidth probe
-//   axpy_f16(a, x, y, n)          y += a * x over n halves (attention over an f16 KV cache)
 //
 // A plane of width W stores 8/W fields per byte; field K of a loaded vector holds the codes of the
 // columns that layout_columns() places at [super-chunk][K] of the permuted activations.
@@ -237,18 +236,19 @@ LB_INLINE inline float dot_row(const T *w, const float *x, int64_t n) {
 }
 
 // Attention over a KV cache (kernel_table::attention_f32 / attention_f16).
-// Scores over transposed keys: for a run of NB vectors of positions and Q queries, each head
-// dimension j adds key row j (NB loads shared by the Q queries) times q[i][j] (a broadcast) into
-// Q x NB accumulators. Runs of two vectors, then one; a last partial vector is computed whole
-// (key rows are `stride` values long, so reading to p + kFloats <= stride stays in the row) and
-// stored in part. Positions too close to the end of the row for that go scalar.
+// Scores over tiled, transposed keys: for a run of NB vectors of positions (within one tile) and Q
+// queries, each head dimension j adds the tile's key row j (NB loads shared by the Q queries)
+// times q[i][j] (a broadcast) into Q x NB accumulators. Runs of two vectors, then one; the last
+// vector may cover positions past count (inside its tile), computed but not stored.
 template <class Vec, class T>
 void attention_scores(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s) {
   constexpr int L = Vec::kFloats, Q = 4;
+  static_assert(kKeyTile % (2 * L) == 0, "a run of positions must stay inside a key tile");
   const int64_t n = keys.n, count = keys.count;
   auto run = [&](auto vectors, int64_t p) LB_INLINE {
     constexpr int NB = decltype(vectors)::value;
     const int64_t stored = std::min<int64_t>(NB * L, count - p);
+    const T *tile = keys.data + key_index(p, 0, n);
     for (int i0 = 0; i0 < nq; i0 += Q) {
       const float *qs[Q];  // past the last query, repeat it (computed, not stored)
       for (int k = 0; k < Q; k++) qs[k] = q + std::min(i0 + k, nq - 1) * n;
@@ -257,7 +257,7 @@ void attention_scores(const kv_columns<T> &keys, const float *q, int nq, float s
         for (int b = 0; b < NB; b++) acc[k][b] = Vec::f_zero();
       for (int64_t j = 0; j < n; j++) {
         typename Vec::Fv key[NB];
-        for (int b = 0; b < NB; b++) key[b] = Vec::f_load(keys.data + j * keys.stride + p + b * L);
+        for (int b = 0; b < NB; b++) key[b] = Vec::f_load(tile + j * kKeyTile + b * L);
         for (int k = 0; k < Q; k++) {
           const typename Vec::Fv qj = Vec::f_set1(scale * qs[k][j]);
           for (int b = 0; b < NB; b++) acc[k][b] = Vec::f_fma(key[b], qj, acc[k][b]);
@@ -277,44 +277,59 @@ void attention_scores(const kv_columns<T> &keys, const float *q, int nq, float s
   };
   int64_t p = 0;
   for (; p + 2 * L <= count; p += 2 * L) run(std::integral_constant<int, 2>(), p);
-  for (; p < count && p + L <= keys.stride; p += L) run(std::integral_constant<int, 1>(), p);
-  for (; p < count; p++)
-    for (int i = 0; i < nq; i++) {
-      float dot = 0;
-      for (int64_t j = 0; j < n; j++) dot += widen(keys.data[j * keys.stride + p]) * (scale * q[i * n + j]);
-      s[i * count + p] = dot;
-    }
+  for (; p < count; p += L) run(std::integral_constant<int, 1>(), p);
 }
-template <class Vec, class T>
-void attention_mix(const kv_rows<T> &kv, const float *a, int nq, float *y) {
-  if constexpr (std::is_same_v<T, float>) {
-    // Each query's output in blocks of 64 floats held in registers over all positions: four
-    // vector chains (AVX-512) instead of a load-add-store of y per position.
-    constexpr int64_t B = 64;
-    if (kv.n % B == 0) {
-      for (int i = 0; i < nq; i++)
-        for (int64_t j = 0; j < kv.n; j += B) {
-          float acc[B] = {};
-          for (int64_t p = 0; p < kv.count; p++) {
-            const float weight = a[i * kv.count + p];
-            const float *row = kv.data + p * kv.stride + j;
-#pragma GCC unroll 64
-            for (int64_t l = 0; l < B; l++) acc[l] += weight * row[l];
-          }
-          for (int64_t l = 0; l < B; l++) y[i * kv.n + j + l] += acc[l];
-        }
-      return;
+
+// Weighted sum of value rows, y[i] += sum_p a[i][p] * value(p), for blocks of QB queries x NB
+// vectors of head dimensions: the accumulators stay in registers over all positions and each value
+// load (widened once from f16) serves the QB queries. Head dimensions past the last whole vector
+// go scalar.
+template <class Vec, class T, int QB, int NB>
+LB_INLINE inline void mix_block(const kv_rows<T> &kv, const float *a, float *y, int64_t j) {
+  constexpr int L = Vec::kFloats;
+  typename Vec::Fv acc[QB][NB];
+  for (int k = 0; k < QB; k++)
+    for (int b = 0; b < NB; b++) acc[k][b] = Vec::f_zero();
+  for (int64_t p = 0; p < kv.count; p++) {
+    typename Vec::Fv value[NB];
+    for (int b = 0; b < NB; b++) value[b] = Vec::f_load(kv.data + p * kv.stride + j + b * L);
+    for (int k = 0; k < QB; k++) {
+      const typename Vec::Fv weight = Vec::f_set1(a[k * kv.count + p]);
+      for (int b = 0; b < NB; b++) acc[k][b] = Vec::f_fma(value[b], weight, acc[k][b]);
     }
   }
-  for (int64_t p = 0; p < kv.count; p++) {
-    const T *__restrict row = kv.data + p * kv.stride;
-    for (int i = 0; i < nq; i++) {
-      const float weight = a[i * kv.count + p];  // a local: stores to y cannot change it
-      if (weight == 0) continue;                 // a masked (future) position
-      float *__restrict yi = y + i * kv.n;
-      if constexpr (std::is_same_v<T, uint16_t>) Vec::axpy_f16(weight, row, yi, kv.n);
-      else for (int64_t j = 0; j < kv.n; j++) yi[j] += weight * row[j];
+  for (int k = 0; k < QB; k++)
+    for (int b = 0; b < NB; b++) {
+      float *out = y + k * kv.n + j + b * L;
+      Vec::f_store(out, Vec::f_add(Vec::f_load(out), acc[k][b]));
     }
+}
+
+template <class Vec, class T, int QB>
+void mix_queries(const kv_rows<T> &kv, const float *a, float *y) {
+  // Four vectors per query where there are 32 vector registers (AVX-512: 16 accumulators).
+  constexpr int L = Vec::kFloats, NB = L >= 16 ? 4 : 2;
+  int64_t j = 0;
+  for (; j + NB * L <= kv.n; j += NB * L) mix_block<Vec, T, QB, NB>(kv, a, y, j);
+  for (; j + L <= kv.n; j += L) mix_block<Vec, T, QB, 1>(kv, a, y, j);
+  for (; j < kv.n; j++)
+    for (int k = 0; k < QB; k++) {
+      float sum = 0;
+      for (int64_t p = 0; p < kv.count; p++) sum += a[k * kv.count + p] * widen(kv.data[p * kv.stride + j]);
+      y[k * kv.n + j] += sum;
+    }
+}
+
+template <class Vec, class T>
+void attention_mix(const kv_rows<T> &kv, const float *a, int nq, float *y) {
+  int i = 0;
+  for (; i + 4 <= nq; i += 4) mix_queries<Vec, T, 4>(kv, a + i * kv.count, y + i * kv.n);
+  const float *ai = a + i * kv.count;
+  float *yi = y + i * kv.n;
+  switch (nq - i) {  // a GQA group of 3 (MobileLLM) stays one block
+    case 3: mix_queries<Vec, T, 3>(kv, ai, yi); break;
+    case 2: mix_queries<Vec, T, 2>(kv, ai, yi); break;
+    case 1: mix_queries<Vec, T, 1>(kv, ai, yi); break;
   }
 }
 
@@ -503,6 +518,9 @@ template <class Vec, format FMT, int R, int N, bool GROUPED, bool INTEGER, class
 void run_tiles(const qtensor &w, const Act &a, const float *gsums, int64_t r0, int64_t r1, float *y, int64_t ldy) {
   int64_t r = r0;
   for (; r + R <= r1; r += R) {
+    // Scales live apart from the codes, where the code prefetch does not reach: fetch them a few
+    // tiles ahead, or each new line of them stalls a tile on a DRAM miss.
+    __builtin_prefetch(w.row_scales(std::min(r + 8 * R, w.rows - 1)), 0, 1);
     int64_t v = 0;
     for (; v + N <= a.n; v += N) tile<Vec, FMT, R, N, GROUPED, INTEGER>(w, a, gsums, r, v, y, ldy);
     for (; v < a.n; v++) tile<Vec, FMT, R, 1, GROUPED, INTEGER>(w, a, gsums, r, v, y, ldy);

@@ -88,10 +88,9 @@ void context_init(context &c, const model &m, int n_ctx, kv_type kv, int threads
   c.threads = threads;
   c.pos = 0;
   c.tokens.clear();
-  const size_t kv_dim = (size_t)m.config.n_kv_heads * m.config.head_dim;
-  const size_t bytes = (size_t)m.config.n_layers * n_ctx * kv_dim * (kv == KV_F16 ? 2 : 4);
-  c.k_cache.assign(bytes, 0);
-  c.v_cache.assign(bytes, 0);
+  const size_t heads = (size_t)m.config.n_layers * m.config.n_kv_heads, elem = kv == KV_F16 ? 2 : 4;
+  c.k_cache.assign(heads * c.key_positions() * m.config.head_dim * elem, 0);
+  c.v_cache.assign(heads * n_ctx * m.config.head_dim * elem, 0);
 }
 
 void context_truncate(context &c, int keep) {
@@ -194,14 +193,9 @@ void attention(context &c, int layer, int n, buffers &b) {
   const model_config &cfg = c.m->config;
   const kernel_table &k = active_kernels();
   const int hd = cfg.head_dim, group = cfg.n_heads / cfg.n_kv_heads;
-  const size_t kv_dim = (size_t)cfg.n_kv_heads * hd, q_dim = (size_t)cfg.n_heads * hd;
-  const size_t elem = c.kv == KV_F16 ? 2 : 4;
-  const uint8_t *kc = c.k_cache.data() + (size_t)layer * c.n_ctx * kv_dim * elem;
-  const uint8_t *vc = c.v_cache.data() + (size_t)layer * c.n_ctx * kv_dim * elem;
+  const size_t q_dim = (size_t)cfg.n_heads * hd;
   const float inv_sqrt = 1.0f / std::sqrt((float)hd);
-  // The cache holds T (float or f16 bits): values by position (kv_dim apart), keys transposed (a
-  // row of n_ctx positions per dimension). A task takes a kv head and a block of tokens: its
-  // group x block queries share every cache read.
+  // A task takes a kv head and a block of tokens: its group x block queries share every cache read.
   constexpr int kTokensPerTask = 8;
   const int blocks = (n + kTokensPerTask - 1) / kTokensPerTask;
   auto heads = [&](auto cache_type, const kernel_table::attention_ops<decltype(cache_type)> &ops) {
@@ -217,8 +211,11 @@ void attention(context &c, int layer, int n, buffers &b) {
       scores.resize((size_t)nq * count);
       for (int t = 0; t < tokens; t++)
         std::copy_n(b.q.data() + (size_t)(t0 + t) * q_dim + head0, (size_t)group * hd, q.data() + (size_t)t * group * hd);
-      const kv_columns<T> keys{reinterpret_cast<const T *>(kc) + (size_t)kvh * hd * c.n_ctx, c.n_ctx, count, hd};
-      const kv_rows<T> values{reinterpret_cast<const T *>(vc) + (size_t)kvh * hd, (int64_t)kv_dim, count, hd};
+      const size_t head = (size_t)layer * cfg.n_kv_heads + kvh;
+      const T *k_head = reinterpret_cast<const T *>(c.k_cache.data()) + head * c.key_positions() * hd;
+      const T *v_head = reinterpret_cast<const T *>(c.v_cache.data()) + head * c.n_ctx * hd;
+      const kv_columns<T> keys{k_head, count, hd};
+      const kv_rows<T> values{v_head, hd, count, hd};
       ops.scores(keys, q.data(), nq, inv_sqrt, scores.data());
       for (int i = 0; i < nq; i++) {
         float *s = scores.data() + (size_t)i * count;
@@ -295,13 +292,16 @@ void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_l
     for (int t = 0; t < n; t++) rmsnorm(&b.x[(size_t)t * dim], w.attn_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)t * dim]);
     apply(c, {job(w.wq, b.q.data()), job(w.wk, b.k.data()), job(w.wv, b.v.data())}, b.xb.data(), n);
     // RoPE on q and k, then k and v into the cache at their positions
-    const size_t layer_off = (size_t)l * c.n_ctx * kv_dim;
     for (int t = 0; t < n; t++) {
-      rope(&b.q[t * q_dim], cfg.n_heads, cfg, freqs, c.pos + t);
-      rope(&b.k[t * kv_dim], cfg.n_kv_heads, cfg, freqs, c.pos + t);
-      for (size_t i = 0; i < kv_dim; i++) {
-        kv_store(c.k_cache.data(), c.kv, layer_off + i * c.n_ctx + c.pos + t, b.k[t * kv_dim + i]);
-        kv_store(c.v_cache.data(), c.kv, layer_off + (size_t)(c.pos + t) * kv_dim + i, b.v[t * kv_dim + i]);
+      const int pos = c.pos + t;
+      rope(&b.q[t * q_dim], cfg.n_heads, cfg, freqs, pos);
+      rope(&b.k[t * kv_dim], cfg.n_kv_heads, cfg, freqs, pos);
+      for (int h = 0; h < cfg.n_kv_heads; h++) {
+        const size_t head = (size_t)l * cfg.n_kv_heads + h, at = t * kv_dim + (size_t)h * hd;
+        for (int j = 0; j < hd; j++) {
+          kv_store(c.k_cache.data(), c.kv, head * c.key_positions() * hd + key_index(pos, j, hd), b.k[at + j]);
+          kv_store(c.v_cache.data(), c.kv, (head * c.n_ctx + pos) * hd + j, b.v[at + j]);
+        }
       }
     }
     attention(c, l, n, b);

@@ -97,9 +97,11 @@ struct context {
   int threads = 1;
   int pos = 0;                 // next position to fill
   std::vector<int32_t> tokens; // tokens in the cache, in order
-  // In kv type: values (layer, n_ctx, n_kv_heads * head_dim); keys transposed,
-  // (layer, n_kv_heads * head_dim, n_ctx), for the attention kernels (kernels.h, kv_columns).
+  // In kv type, one contiguous block per (layer, kv head): values (n_ctx, head_dim); keys in
+  // tiles of transposed positions (key_positions(), head_dim) for the attention kernels
+  // (kernels.h, kv_columns).
   std::vector<uint8_t> k_cache, v_cache;
+  int64_t key_positions() const { return (n_ctx + kKeyTile - 1) / kKeyTile * kKeyTile; }
   std::atomic<bool> *abort = nullptr;     // polled between layers
   mlp_recorder *recorder = nullptr;       // when set, forward() records MLP inputs into it
 };

@@ -1,7 +1,8 @@
 // The attention kernels (kernel_table::attention_f32 / attention_f16) of every ISA this CPU runs
-// against float64 sums over the same cache values: scores over transposed keys and the weighted
-// mix of value rows, f32 and f16 caches, head sizes and position counts on and off the vector
-// and its blocks, strided rows, several queries at once, and masked (zero-weight) positions.
+// against float64 sums over the same cache values: scores over tiled, transposed keys and the
+// weighted mix of value rows, f32 and f16 caches, head sizes and position counts on and off the
+// vector, its blocks and the key tile, strided value rows, several queries at once, and masked
+// (zero-weight) positions.
 #include <string>
 
 #include "../core/formats.h"
@@ -17,7 +18,7 @@ inline float cache_value(uint16_t v) { return f16_to_f32(v); }
 inline void store(float &to, float v) { to = v; }
 inline void store(uint16_t &to, float v) { to = f32_to_f16(v); }
 
-// Head size n, cached positions, queries, and the slack in the cache's row strides.
+// Head size n, cached positions, queries, and the slack in the value rows' stride.
 const int64_t kShapes[][4] = {{1, 1, 1, 0}, {7, 5, 3, 2}, {48, 33, 8, 0}, {64, 1, 1, 0}, {64, 40, 4, 64},
                               {100, 9, 2, 3}, {128, 70, 8, 128}, {256, 12, 1, 0}, {64, 96, 5, 7}, {64, 200, 24, 0},
                               {64, 45, 3, 20}, {80, 21, 9, 16}};
@@ -31,15 +32,16 @@ void check_attention(const kernel_table &k, const kernel_table::attention_ops<T>
     const int nq = (int)shape[2];
     std::vector<T> cache(count * stride);  // values by position
     for (auto &v : cache) store(v, r.normal());
-    const int64_t key_stride = count + shape[3];  // keys transposed: key(p, j) at [j * key_stride + p]
-    std::vector<T> keys(n * key_stride);
+    // Keys in whole tiles of positions, each transposed (kernels.h, key_index); the tile past
+    // count holds values the kernels may read but must not use.
+    std::vector<T> keys((count + kKeyTile - 1) / kKeyTile * kKeyTile * n);
     for (auto &v : keys) store(v, r.normal());
     std::vector<float> q(nq * n), a(nq * count), y(nq * n);
     for (auto &v : q) v = r.normal();
     for (auto &v : a) v = r.below(4) == 0 ? 0.0f : r.uniform(0, 1);  // some masked positions
     for (auto &v : y) v = r.normal();
     const kv_rows<T> kv{cache.data(), stride, count, n};
-    const kv_columns<T> kc{keys.data(), key_stride, count, n};
+    const kv_columns<T> kc{keys.data(), count, n};
     const std::string what = std::string(isa_name(k.id)) + " " + cache_name + " n=" + std::to_string(n) +
                              " count=" + std::to_string(count) + " nq=" + std::to_string(nq);
 
@@ -51,7 +53,7 @@ void check_attention(const kernel_table &k, const kernel_table::attention_ops<T>
       for (int64_t p = 0; p < count; p++) {
         double dot = 0, size = 0;
         for (int64_t j = 0; j < n; j++) {
-          const double t = (double)cache_value(keys[j * key_stride + p]) * q[i * n + j];
+          const double t = (double)cache_value(keys[key_index(p, j, n)]) * q[i * n + j];
           dot += t, size += std::fabs(t);
         }
         const double err = std::fabs(s[i * count + p] - scale * dot) / (kTolerance * scale * size + 1e-30);

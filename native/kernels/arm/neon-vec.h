@@ -75,14 +75,6 @@ struct VecNeon {
   static Fv f_set1(float v) { return vdupq_n_f32(v); }
   static void f_store(float *p, Fv f) { vst1q_f32(p, f); }
   static float hsum(Fv f) { return vaddvq_f32(f); }
-  static void axpy_f16(float a, const uint16_t *x, float *y, int64_t n) {
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-      const float32x4_t xv = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x + i)));
-      vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), xv, a));
-    }
-    for (; i < n; i++) y[i] += a * f16_to_f32(x[i]);
-  }
   static Codes bxor(Codes a, Codes b) { return veorq_u8(a, b); }
   static uint64_t low64(Codes a) { return vgetq_lane_u64(vreinterpretq_u64_u8(a), 0); }
 };

@@ -79,7 +79,8 @@ void attention_scores_ref(const kv_columns<T> &keys, const float *q, int nq, flo
   for (int i = 0; i < nq; i++)
     for (int64_t p = 0; p < keys.count; p++) {
       double dot = 0;
-      for (int64_t j = 0; j < keys.n; j++) dot += (double)cache_value(keys.data[j * keys.stride + p]) * q[i * keys.n + j];
+      for (int64_t j = 0; j < keys.n; j++)
+        dot += (double)cache_value(keys.data[key_index(p, j, keys.n)]) * q[i * keys.n + j];
       s[i * keys.count + p] = scale * (float)dot;
     }
 }

@@ -60,12 +60,6 @@ struct VecAvx2 {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
-  static void axpy_f16(float a, const uint16_t *x, float *y, int64_t n) {
-    const __m256 av = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, half(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * f16_to_f32(x[i]);
-  }
   static Codes bxor(Codes a, Codes b) { return _mm256_xor_si256(a, b); }
   static uint64_t low64(Codes a) { return (uint64_t)_mm_cvtsi128_si64(_mm256_castsi256_si128(a)); }
 

@@ -83,14 +83,6 @@ struct VecAvx512 {
   static Fv f_set1(float v) { return _mm512_set1_ps(v); }
   static void f_store(float *p, Fv f) { _mm512_storeu_ps(p, f); }
   static float hsum(Fv f) { return _mm512_reduce_add_ps(f); }
-  static void axpy_f16(float a, const uint16_t *x, float *y, int64_t n) {
-    const __m512 av = _mm512_set1_ps(a);
-    for (int64_t i = 0; i < n; i += 16) {
-      const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-      const __m512 xv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + i));
-      _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(av, xv, _mm512_maskz_loadu_ps(m, y + i)));
-    }
-  }
   static Codes bxor(Codes a, Codes b) { return _mm512_xor_si512(a, b); }
   static uint64_t low64(Codes a) { return (uint64_t)_mm_cvtsi128_si64(_mm512_castsi512_si128(a)); }
 
