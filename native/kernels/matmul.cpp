@@ -165,9 +165,10 @@ void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, a
   // Jobs that need another table or activation kind than the first run on their own.
   const kernel_table &kt = table_for(*jobs[0].w, k);
   const bool integer = integer_path(*jobs[0].w, mode);
+  constexpr int kMaxJobs = 8;  // per dispatch; more run in the next
   int shared = 1;
-  while (shared < count && &table_for(*jobs[shared].w, k) == &kt && integer_path(*jobs[shared].w, mode) == integer &&
-         jobs[shared].w->cols == jobs[0].w->cols)
+  while (shared < count && shared < kMaxJobs && &table_for(*jobs[shared].w, k) == &kt &&
+         integer_path(*jobs[shared].w, mode) == integer && jobs[shared].w->cols == jobs[0].w->cols)
     shared++;
   // Activation buffers are reused across calls on a thread (a decode step makes hundreds).
   static thread_local act_q8 aq;
@@ -176,20 +177,28 @@ void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, a
   if (integer) prepare_all(kt, jobs, shared, x, n, cols, aq, threads);
   else prepare_all(kt, jobs, shared, x, n, cols, af, threads);
   // Tasks of whole 4-row tiles, a few per thread so uneven cores still finish together; one
-  // dispatch for all the jobs that share the activations.
+  // dispatch for all the jobs that share the activations. A single vector (decode) streams each
+  // weight once, so its tasks are also capped at 1 MiB of weights: a thread slowed by a neighbour
+  // then costs one small task at the end, not an eighth of the output layer. (128 KiB tasks
+  // measured slower: every task restarts the hardware prefetcher's stream.)
   int64_t total_rows = 0;
   for (int j = 0; j < shared; j++) total_rows += jobs[j].w->rows;
   int64_t per_task = std::max<int64_t>(4, (total_rows / (std::max(threads, 1) * 4) + 3) / 4 * 4);
+  if (n == 1) {
+    constexpr size_t kTaskBytes = 1 << 20;
+    per_task = std::min(per_task, std::max<int64_t>(4, (int64_t)(kTaskBytes / jobs[0].w->row_stride()) / 4 * 4));
+  }
   if (total_rows * cols * n < (int64_t)1 << 16) per_task = total_rows;  // tiny: not worth waking threads
-  std::vector<std::pair<int, int64_t>> tasks;  // (job, first row)
-  for (int j = 0; j < shared; j++)
-    for (int64_t r = 0; r < jobs[j].w->rows; r += per_task) tasks.push_back({j, r});
+  int64_t first_task[kMaxJobs + 1] = {0};  // job j's tasks are [first_task[j], first_task[j + 1])
+  for (int j = 0; j < shared; j++) first_task[j + 1] = first_task[j] + (jobs[j].w->rows + per_task - 1) / per_task;
   const act_q8 &a8 = aq;
   const act_f32 &a32 = af;
-  thread_pool::global().run((int64_t)tasks.size(), threads, [&](int64_t i) {
-    const matmul_job &job = jobs[tasks[i].first];
+  thread_pool::global().run(first_task[shared], threads, [&](int64_t i) {
+    int j = 0;
+    while (i >= first_task[j + 1]) j++;
+    const matmul_job &job = jobs[j];
     const qtensor &w = *job.w;
-    const int64_t r0 = tasks[i].second, r1 = std::min(w.rows, r0 + per_task);
+    const int64_t r0 = (i - first_task[j]) * per_task, r1 = std::min(w.rows, r0 + per_task);
     if (integer) kt.gemm_q8[w.fmt]({&w, &a8, job.y, w.rows, r0, r1});
     else kt.gemm_f32[w.fmt]({&w, &a32, job.y, w.rows, r0, r1});
     if (job.epilogue && *job.epilogue) (*job.epilogue)(r0, r1);
