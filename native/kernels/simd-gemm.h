@@ -38,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "../core/fastmath.h"
 #include "../core/pool.h"
 #include "kernels.h"
 
@@ -123,12 +124,6 @@ void permute(const float *x, int64_t cols, int w, float *out) {
       }
     }
   }
-}
-
-// Round half to even by adding 1.5 * 2^23 (|v| <= 127 here): vectorizes, unlike a libm call.
-LB_INLINE inline float round_even(float v) {
-  const float magic = 12582912.0f;
-  return (v + magic) - magic;
 }
 
 // dst[i] = round(src[i] * inv[i]) for n values (restrict lets the loop vectorize).

@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <stdexcept>
 
+#include "../core/fastmath.h"
 #include "../core/pool.h"
 #include "../kernels/low-rank.h"
 
@@ -221,8 +222,9 @@ void attention(context &c, int layer, int n, buffers &b) {
         float *s = scores.data() + (size_t)i * count;
         const int seen = c.pos + t0 + i / group + 1;  // causal: later positions get weight 0
         const float max_score = *std::max_element(s, s + seen);
+        for (int p = 0; p < seen; p++) s[p] = exp_fast(s[p] - max_score);  // vectorizes
         float sum = 0;
-        for (int p = 0; p < seen; p++) sum += (s[p] = std::exp(s[p] - max_score));
+        for (int p = 0; p < seen; p++) sum += s[p];
         for (int p = 0; p < seen; p++) s[p] /= sum;
         std::fill(s + seen, s + count, 0.0f);
       }
@@ -235,7 +237,7 @@ void attention(context &c, int layer, int n, buffers &b) {
   else heads(float{}, k.attention_f32);
 }
 
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+inline float silu(float x) { return x / (1.0f + exp_fast(-x)); }
 
 void record(std::vector<float> &to, const std::vector<float> &from, size_t count) {
   to.insert(to.end(), from.begin(), from.begin() + count);

@@ -1,10 +1,12 @@
-// Packing round trips, the documented byte layout, half-precision conversions, tensor storage.
+// Packing round trips, the documented byte layout, half-precision conversions, tensor storage,
+// the libm-free exp of the model's SiLU and softmax.
 #include <cstring>
 #if defined(__linux__)
 #include <sys/mman.h>
 #include <unistd.h>
 #endif
 
+#include "../core/fastmath.h"
 #include "../core/formats.h"
 #include "../core/qtensor.h"
 #include "harness.h"
@@ -125,4 +127,19 @@ TEST(large_storage_alignment_and_padding) {
   if (before > 0 && after > 0)
     CHECK_MSG(after < before + 256 * 1024, std::to_string((after - before) >> 10) + " KiB became resident for 64 bytes of padding");
 #endif
+}
+
+// exp_fast against double exp: within 3 float ulps over the range it promises, clamped beyond,
+// exact at 0, and rounding halves to even.
+TEST(exp_fast_matches_exp) {
+  CHECK(round_even(2.5f) == 2.0f && round_even(3.5f) == 4.0f && round_even(-2.5f) == -2.0f);
+  CHECK(exp_fast(0.0f) == 1.0f);
+  double worst = 0;
+  for (float x = -87.0f; x <= 87.0f; x += 0.001953125f) {
+    const double want = std::exp((double)x);
+    worst = std::max(worst, std::fabs(exp_fast(x) - want) / want);
+  }
+  CHECK_MSG(worst <= 3 * 5.96e-8, "exp_fast relative error " + std::to_string(worst));
+  CHECK(exp_fast(-1000.0f) > 0 && exp_fast(-1000.0f) <= 1.0e-37f);
+  CHECK(std::isfinite(exp_fast(1000.0f)) && exp_fast(1000.0f) >= 1.0e37f);
 }
