@@ -1,6 +1,6 @@
 // Scalar math written without libm calls, so that loops over it vectorize (libm's expf is a call
 // per element: the SiLU and softmax loops of a decode step spent more time in it than in their
-// arithmetic).
+// arithmetic), and the softmax of attention built on it.
 #pragma once
 
 #include <cmath>
@@ -34,6 +34,29 @@ inline float exp_fast(float x) {
   float two_k;
   std::memcpy(&two_k, &bits, 4);
   return p * two_k;
+}
+
+// In-place softmax of v[0, n), n >= 1. The running max and sum are kept in 8 interleaved partials:
+// a single running value is a serial chain the compiler cannot vectorize.
+inline void softmax(float *v, int n) {
+  constexpr int K = 8;
+  float part[K];
+  for (int k = 0; k < K; k++) part[k] = v[0];
+  int i = 0;
+  for (; i + K <= n; i += K)
+    for (int k = 0; k < K; k++) part[k] = v[i + k] > part[k] ? v[i + k] : part[k];
+  float max = v[0];
+  for (int k = 0; k < K; k++) max = part[k] > max ? part[k] : max;
+  for (; i < n; i++) max = v[i] > max ? v[i] : max;
+  for (i = 0; i < n; i++) v[i] = exp_fast(v[i] - max);
+  for (int k = 0; k < K; k++) part[k] = 0;
+  for (i = 0; i + K <= n; i += K)
+    for (int k = 0; k < K; k++) part[k] += v[i + k];
+  float sum = 0;
+  for (int k = 0; k < K; k++) sum += part[k];
+  for (; i < n; i++) sum += v[i];
+  const float inv = 1.0f / sum;
+  for (i = 0; i < n; i++) v[i] *= inv;
 }
 
 }  // namespace lb

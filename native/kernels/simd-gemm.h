@@ -356,7 +356,7 @@ inline void group_sums(const qtensor &w, const float *segment_sum, float *out) {
 
 template <class Vec, int W, int RP, int N, bool GROUPED>
 LB_INLINE inline void plane_q8_pass(const qtensor &w, int64_t r, size_t plane_offset, const act_q8_plane &L, int64_t v0,
-                                    float *out /* [RP][N] */) {
+                                    float factor, float *out /* [RP][N], += factor * sums */) {
   using P = plane_shape<Vec, W>;
   constexpr int F = P::F, A = P::A, KC = P::KC, V = Vec::kBytes, kLanes = P::kLanes;
   const uint8_t *rows[RP];
@@ -440,21 +440,22 @@ LB_INLINE inline void plane_q8_pass(const qtensor &w, int64_t r, size_t plane_of
   });
   for (int i = 0; i < RP; i++) {
     if constexpr (!GROUPED) fold(i, 1.0f);
-    for (int n = 0; n < N; n++) out[i * N + n] = Vec::hsum(facc[i][n]);
+    for (int n = 0; n < N; n++) out[i * N + n] += factor * Vec::hsum(facc[i][n]);
   }
 }
 
 template <class Vec, int W, int R, int N, bool GROUPED>
 inline void plane_q8(const qtensor &w, int64_t r, size_t plane_offset, const act_q8_plane &L, int64_t v0,
-                     float (&out)[R][N]) {
+                     float factor, float (&out)[R][N]) {
   constexpr int RP = plane_shape<Vec, W>::rows(R, N);
-  for (int i = 0; i < R; i += RP) plane_q8_pass<Vec, W, RP, N, GROUPED>(w, r + i, plane_offset, L, v0, &out[i][0]);
+  for (int i = 0; i < R; i += RP)
+    plane_q8_pass<Vec, W, RP, N, GROUPED>(w, r + i, plane_offset, L, v0, factor, &out[i][0]);
 }
 
 // Float path: codes widened to float and multiplied with float activations.
 template <class Vec, int W, int R, int N, bool GROUPED>
 inline void plane_f32(const qtensor &w, int64_t r, size_t plane_offset, const act_f32_plane &L, int64_t v0,
-                      float (&out)[R][N]) {
+                      float factor, float (&out)[R][N]) {
   constexpr int F = 8 / W;
   const uint8_t *rows[R];
   for (int i = 0; i < R; i++) rows[i] = w.row(r + i) + plane_offset;
@@ -478,7 +479,7 @@ inline void plane_f32(const qtensor &w, int64_t r, size_t plane_offset, const ac
     }
   }
   for (int i = 0; i < R; i++)
-    for (int n = 0; n < N; n++) out[i][n] = Vec::hsum(facc[i][n]);
+    for (int n = 0; n < N; n++) out[i][n] += factor * Vec::hsum(facc[i][n]);
 }
 
 // One R x N tile of a quantized format, all planes.
@@ -489,13 +490,13 @@ inline void tile(const qtensor &w, const Act &a, const float *gsums, int64_t r, 
   int low_bits = 0;
   unrolled<kFormatTraits[FMT].n_planes>([&](auto p) LB_INLINE {
     constexpr int W = kFormatTraits[FMT].plane_bits[decltype(p)::value];
-    float part[R][N];
+    // Each plane adds its scalar sums, times 2^low_bits, straight into total: a vector load of
+    // sums just stored one by one would stall on store forwarding.
+    const float factor = (float)(1 << low_bits);
     if constexpr (INTEGER)
-      plane_q8<Vec, W, R, N, GROUPED>(w, r, plane_offset, a.planes[width_slot(W)], v0, part);
+      plane_q8<Vec, W, R, N, GROUPED>(w, r, plane_offset, a.planes[width_slot(W)], v0, factor, total);
     else
-      plane_f32<Vec, W, R, N, GROUPED>(w, r, plane_offset, a.planes[width_slot(W)], v0, part);
-    for (int i = 0; i < R; i++)
-      for (int n = 0; n < N; n++) total[i][n] += (float)(1 << low_bits) * part[i][n];
+      plane_f32<Vec, W, R, N, GROUPED>(w, r, plane_offset, a.planes[width_slot(W)], v0, factor, total);
     plane_offset += plane_row_bytes(W, w.cols);
     low_bits += W;
   });

@@ -221,11 +221,7 @@ void attention(context &c, int layer, int n, buffers &b) {
       for (int i = 0; i < nq; i++) {
         float *s = scores.data() + (size_t)i * count;
         const int seen = c.pos + t0 + i / group + 1;  // causal: later positions get weight 0
-        const float max_score = *std::max_element(s, s + seen);
-        for (int p = 0; p < seen; p++) s[p] = exp_fast(s[p] - max_score);  // vectorizes
-        float sum = 0;
-        for (int p = 0; p < seen; p++) sum += s[p];
-        for (int p = 0; p < seen; p++) s[p] /= sum;
+        softmax(s, seen);
         std::fill(s + seen, s + count, 0.0f);
       }
       ops.mix(values, scores.data(), nq, out.data());

@@ -1,5 +1,5 @@
 // Packing round trips, the documented byte layout, half-precision conversions, tensor storage,
-// the libm-free exp of the model's SiLU and softmax.
+// the libm-free exp and softmax of the model's SiLU and attention.
 #include <cstring>
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -142,4 +142,23 @@ TEST(exp_fast_matches_exp) {
   CHECK_MSG(worst <= 3 * 5.96e-8, "exp_fast relative error " + std::to_string(worst));
   CHECK(exp_fast(-1000.0f) > 0 && exp_fast(-1000.0f) <= 1.0e-37f);
   CHECK(std::isfinite(exp_fast(1000.0f)) && exp_fast(1000.0f) >= 1.0e37f);
+}
+
+// softmax against a double reference, at lengths on and off its 8 partials, with a large spread
+// (entries far below the max underflow to ~0, as they should).
+TEST(softmax_matches_double) {
+  lbtest::rng r(5);
+  for (int n : {1, 2, 7, 8, 9, 31, 64, 200}) {
+    std::vector<float> v(n);
+    for (auto &x : v) x = 12.0f * r.normal();
+    std::vector<double> want(n);
+    double max = v[0], sum = 0;
+    for (float x : v) max = std::max(max, (double)x);
+    for (int i = 0; i < n; i++) sum += (want[i] = std::exp(v[i] - max));
+    softmax(v.data(), n);
+    double worst = 0, total = 0;
+    for (int i = 0; i < n; i++) worst = std::max(worst, std::fabs(v[i] - want[i] / sum)), total += v[i];
+    CHECK_MSG(worst <= 1e-6 && std::fabs(total - 1) <= 1e-5,
+              "softmax n=" + std::to_string(n) + " off by " + std::to_string(worst));
+  }
 }
