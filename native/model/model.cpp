@@ -148,21 +148,48 @@ std::vector<float> rope_frequencies(const model_config &c) {
   return f;
 }
 
-// Rotates each head of v (n_heads x head_dim) by the angles of position pos.
-void rope(float *v, int n_heads, const model_config &c, const std::vector<float> &freqs, int pos) {
+// cos and sin of every rotated pair's angle at positions pos0 .. pos0 + n - 1 (n x head_dim / 2
+// each): computed once per forward call, not once per layer.
+struct rotations {
+  std::vector<float> cos, sin;
+  rotations(const model_config &c, int pos0, int n) : cos((size_t)n * (c.head_dim / 2)), sin(cos.size()) {
+    const std::vector<float> freqs = rope_frequencies(c);
+    const int half = c.head_dim / 2;
+    for (int t = 0; t < n; t++)
+      for (int i = 0; i < half; i++) {
+        const float angle = (float)(pos0 + t) * freqs[i];
+        cos[(size_t)t * half + i] = std::cos(angle);
+        sin[(size_t)t * half + i] = std::sin(angle);
+      }
+  }
+};
+
+// Rotates each head of v (n_heads x head_dim) by token t's angles.
+void rope(float *v, int n_heads, const model_config &c, const rotations &rot, int t) {
   const int half = c.head_dim / 2;
-  for (int i = 0; i < half; i++) {
-    const float angle = (float)pos * freqs[i];
-    const float cs = std::cos(angle), sn = std::sin(angle);
-    for (int h = 0; h < n_heads; h++) {
-      float *head = v + (size_t)h * c.head_dim;
+  const float *cs = rot.cos.data() + (size_t)t * half, *sn = rot.sin.data() + (size_t)t * half;
+  for (int h = 0; h < n_heads; h++) {
+    float *head = v + (size_t)h * c.head_dim;
+    for (int i = 0; i < half; i++) {
       const int a = c.rope == ROPE_INTERLEAVED ? 2 * i : i;
       const int b = c.rope == ROPE_INTERLEAVED ? 2 * i + 1 : i + half;
       const float x0 = head[a], x1 = head[b];
-      head[a] = x0 * cs - x1 * sn;
-      head[b] = x0 * sn + x1 * cs;
+      head[a] = x0 * cs[i] - x1 * sn[i];
+      head[b] = x0 * sn[i] + x1 * cs[i];
     }
   }
+}
+
+// fn(t) for tokens t in [0, n): on the pool for a prompt, inline for a decode step (waking threads
+// costs more than one token's elementwise work). Without this, a prompt's norms, RoPE and SwiGLU
+// run on one thread while the others wait.
+template <class Fn>
+void per_token(const context &c, int n, Fn fn) {
+  if (n < 8 || c.threads <= 1) {
+    for (int t = 0; t < n; t++) fn(t);
+    return;
+  }
+  thread_pool::global().run(n, c.threads, [&](int64_t t) { fn((int)t); });
 }
 
 inline void kv_store(uint8_t *base, kv_type t, size_t i, float v) {
@@ -246,7 +273,12 @@ void mlp(context &c, int l, int n, buffers &b) {
   const bool recording = c.recorder && c.recorder->wanted[l];
   if (recording) record(c.recorder->ffn_in[l], b.xb, (size_t)n * cfg.dim);
   apply(c, {job(w.gate, b.gate.data()), job(w.up, b.up.data())}, b.xb.data(), n);
-  for (size_t i = 0; i < (size_t)n * cfg.hidden_dim; i++) b.gate[i] = silu(b.gate[i]) * b.up[i];
+  const size_t hidden = (size_t)cfg.hidden_dim;
+  per_token(c, n, [&](int t) {
+    float *gate = b.gate.data() + t * hidden;
+    const float *up = b.up.data() + t * hidden;
+    for (size_t i = 0; i < hidden; i++) gate[i] = silu(gate[i]) * up[i];
+  });
   if (recording) record(c.recorder->swiglu[l], b.gate, (size_t)n * cfg.hidden_dim);
   apply(c, {job(w.down, b.proj.data())}, b.gate.data(), n);
 }
@@ -275,7 +307,7 @@ void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_l
   if (c.recorder && (c.recorder->wanted.size() != n_layers || c.recorder->ffn_in.size() != n_layers ||
                      c.recorder->swiglu.size() != n_layers))
     throw std::invalid_argument("the MLP recorder is not sized for this model's layers");
-  const std::vector<float> freqs = rope_frequencies(cfg);
+  const rotations rot(cfg, c.pos, n);
   const int dim = cfg.dim, hd = cfg.head_dim;
   const size_t q_dim = (size_t)cfg.n_heads * hd, kv_dim = (size_t)cfg.n_kv_heads * hd;
   buffers b(cfg, n);
@@ -287,13 +319,15 @@ void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_l
     check_abort(c);
     const layer_weights &w = m.weights.layers[l];
     // attention rmsnorm, then q, k, v for every new token
-    for (int t = 0; t < n; t++) rmsnorm(&b.x[(size_t)t * dim], w.attn_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)t * dim]);
+    per_token(c, n, [&](int t) {
+      rmsnorm(&b.x[(size_t)t * dim], w.attn_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)t * dim]);
+    });
     apply(c, {job(w.wq, b.q.data()), job(w.wk, b.k.data()), job(w.wv, b.v.data())}, b.xb.data(), n);
     // RoPE on q and k, then k and v into the cache at their positions
-    for (int t = 0; t < n; t++) {
+    per_token(c, n, [&](int t) {
       const int pos = c.pos + t;
-      rope(&b.q[t * q_dim], cfg.n_heads, cfg, freqs, pos);
-      rope(&b.k[t * kv_dim], cfg.n_kv_heads, cfg, freqs, pos);
+      rope(&b.q[t * q_dim], cfg.n_heads, cfg, rot, t);
+      rope(&b.k[t * kv_dim], cfg.n_kv_heads, cfg, rot, t);
       for (int h = 0; h < cfg.n_kv_heads; h++) {
         const size_t head = (size_t)l * cfg.n_kv_heads + h, at = t * kv_dim + (size_t)h * hd;
         for (int j = 0; j < hd; j++) {
@@ -301,15 +335,19 @@ void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_l
           kv_store(c.v_cache.data(), c.kv, (head * c.n_ctx + pos) * hd + j, b.v[at + j]);
         }
       }
-    }
+    });
     attention(c, l, n, b);
-    // output projection and residual
+    // output projection and residual, ffn rmsnorm
     apply(c, {job(w.wo, b.proj.data())}, b.att_out.data(), n);
-    for (size_t i = 0; i < (size_t)n * dim; i++) b.x[i] += b.proj[i];
-    // ffn rmsnorm, SwiGLU: down(silu(gate(x)) * up(x)), residual
-    for (int t = 0; t < n; t++) rmsnorm(&b.x[(size_t)t * dim], w.ffn_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)t * dim]);
+    per_token(c, n, [&](int t) {
+      for (size_t i = (size_t)t * dim; i < (size_t)(t + 1) * dim; i++) b.x[i] += b.proj[i];
+      rmsnorm(&b.x[(size_t)t * dim], w.ffn_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)t * dim]);
+    });
+    // SwiGLU: down(silu(gate(x)) * up(x)), residual
     mlp(c, l, n, b);
-    for (size_t i = 0; i < (size_t)n * dim; i++) b.x[i] += b.proj[i];
+    per_token(c, n, [&](int t) {
+      for (size_t i = (size_t)t * dim; i < (size_t)(t + 1) * dim; i++) b.x[i] += b.proj[i];
+    });
   }
   check_abort(c);
   c.pos += n;
