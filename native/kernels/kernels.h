@@ -176,14 +176,16 @@ void matmul(const qtensor &w, const float *x, int64_t n, float *y, act_mode mode
             const kernel_table &k, const row_epilogue &epilogue = nullptr);
 
 // Several matrices applied to the same x (q, k, v; gate, up): activations are prepared once and
-// all rows run in one dispatch of the pool.
+// all rows run in one dispatch of the pool. With `together`, the jobs (all of the same rows) are
+// split into row blocks taken by one task each, which then runs together(r0, r1) on those rows of
+// every job's output (SwiGLU on gate and up, with no pass of its own).
 struct matmul_job {
   const qtensor *w;
   float *y;                                // n x w->rows
   const row_epilogue *epilogue = nullptr;  // run on each task's rows, when set
 };
 void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, act_mode mode, int threads,
-                 const kernel_table &k);
+                 const kernel_table &k, const row_epilogue *together = nullptr);
 
 // Benchmark helpers (bench.cpp). Seconds per pass of reading `bytes` (rounded down to whole
 // pages per thread) on `threads` threads, repeated for at least min_seconds; and seconds per

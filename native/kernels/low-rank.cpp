@@ -35,13 +35,13 @@ struct recovery_state {
 }  // namespace
 
 void matmul_low_rank(const low_rank_job *jobs, int count, const float *x, int64_t n, act_mode mode, int threads,
-                     const kernel_table &k) {
+                     const kernel_table &k, const row_epilogue *together) {
   if (count < 1 || count > kMaxLowRankJobs) throw std::invalid_argument("matmul_low_rank takes 1 to 8 jobs");
   std::array<matmul_job, kMaxLowRankJobs> main{}, lows{};
   int n_low = 0;
   for (int j = 0; j < count; j++) main[j] = {jobs[j].w, jobs[j].y};
   for (int j = 0; j < count; j++) n_low += jobs[j].a != nullptr;
-  if (n_low == 0) return matmul_many(main.data(), count, x, n, mode, threads, k);
+  if (n_low == 0) return matmul_many(main.data(), count, x, n, mode, threads, k, together);
   // A x of every recovery: one dispatch for all of them (they read the same x). The buffers are
   // reused across calls on a thread (a decode step makes dozens).
   static thread_local std::array<recovery_state, kMaxLowRankJobs> states;
@@ -60,7 +60,7 @@ void matmul_low_rank(const low_rank_job *jobs, int count, const float *x, int64_
     s.epilogue = [&job, &s, &k](int64_t r0, int64_t r1) { add_low_rank_rows(*job.b, s.act, r0, r1, job.y, job.w->rows, k); };
     main[j].epilogue = &s.epilogue;
   }
-  matmul_many(main.data(), count, x, n, mode, threads, k);
+  matmul_many(main.data(), count, x, n, mode, threads, k, together);
 }
 
 }  // namespace lb

@@ -20,9 +20,10 @@ struct low_rank_job {
 
 // Up to kMaxLowRankJobs products of one input x (n x cols). W multiplies as matmul() does (int8
 // or float activations); the low-rank term always in float, through table k's float kernels.
+// `together` as for matmul_many (after each job's recovery).
 constexpr int kMaxLowRankJobs = 8;
 void matmul_low_rank(const low_rank_job *jobs, int count, const float *x, int64_t n, act_mode mode, int threads,
-                     const kernel_table &k);
+                     const kernel_table &k, const row_epilogue *together = nullptr);
 
 // The epilogue: adds B (A x) to rows [r0, r1) of y (n x ldy), with A x prepared by act_prepare
 // for table k.

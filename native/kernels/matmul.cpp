@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -161,7 +162,11 @@ void prepare_all(const kernel_table &k, const matmul_job *jobs, int count, const
 }  // namespace
 
 void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, act_mode mode, int threads,
-                 const kernel_table &k) {
+                 const kernel_table &k, const row_epilogue *together) {
+  const bool joint = together && *together;
+  if (joint)
+    for (int j = 1; j < count; j++)
+      if (jobs[j].w->rows != jobs[0].w->rows) throw std::invalid_argument("matmul_many: joint jobs differ in rows");
   // Jobs that need another table or activation kind than the first run on their own.
   const kernel_table &kt = table_for(*jobs[0].w, k);
   const bool integer = integer_path(*jobs[0].w, mode);
@@ -170,6 +175,11 @@ void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, a
   while (shared < count && shared < kMaxJobs && &table_for(*jobs[shared].w, k) == &kt &&
          integer_path(*jobs[shared].w, mode) == integer && jobs[shared].w->cols == jobs[0].w->cols)
     shared++;
+  if (joint && shared < count) {  // not one dispatch: the joint epilogue runs once all rows exist
+    matmul_many(jobs, count, x, n, mode, threads, k);
+    (*together)(0, jobs[0].w->rows);
+    return;
+  }
   // Activation buffers are reused across calls on a thread (a decode step makes hundreds).
   static thread_local act_q8 aq;
   static thread_local act_f32 af;
@@ -180,28 +190,41 @@ void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, a
   // dispatch for all the jobs that share the activations. A single vector (decode) streams each
   // weight once, so its tasks are also capped at 1 MiB of weights: a thread slowed by a neighbour
   // then costs one small task at the end, not an eighth of the output layer. (128 KiB tasks
-  // measured slower: every task restarts the hardware prefetcher's stream.)
+  // measured slower: every task restarts the hardware prefetcher's stream.) Joint jobs: a task
+  // takes the same rows of every job, then runs `together` on them, on the thread that wrote them.
   int64_t total_rows = 0;
   for (int j = 0; j < shared; j++) total_rows += jobs[j].w->rows;
-  int64_t per_task = std::max<int64_t>(4, (total_rows / (std::max(threads, 1) * 4) + 3) / 4 * 4);
+  const int64_t task_rows = joint ? jobs[0].w->rows : total_rows;  // rows the tasks divide
+  size_t row_bytes = 0;                                             // weight bytes per such row
+  for (int j = 0; j < (joint ? shared : 1); j++) row_bytes += jobs[j].w->row_stride();
+  int64_t per_task = std::max<int64_t>(4, (task_rows / (std::max(threads, 1) * 4) + 3) / 4 * 4);
   if (n == 1) {
     constexpr size_t kTaskBytes = 1 << 20;
-    per_task = std::min(per_task, std::max<int64_t>(4, (int64_t)(kTaskBytes / jobs[0].w->row_stride()) / 4 * 4));
+    per_task = std::min(per_task, std::max<int64_t>(4, (int64_t)(kTaskBytes / row_bytes) / 4 * 4));
   }
-  if (total_rows * cols * n < (int64_t)1 << 16) per_task = total_rows;  // tiny: not worth waking threads
+  if (total_rows * cols * n < (int64_t)1 << 16) per_task = task_rows;  // tiny: not worth waking threads
   int64_t first_task[kMaxJobs + 1] = {0};  // job j's tasks are [first_task[j], first_task[j + 1])
-  for (int j = 0; j < shared; j++) first_task[j + 1] = first_task[j] + (jobs[j].w->rows + per_task - 1) / per_task;
+  for (int j = 0; j < shared && !joint; j++) first_task[j + 1] = first_task[j] + (jobs[j].w->rows + per_task - 1) / per_task;
+  const int64_t n_tasks = joint ? (task_rows + per_task - 1) / per_task : first_task[shared];
   const act_q8 &a8 = aq;
   const act_f32 &a32 = af;
-  thread_pool::global().run(first_task[shared], threads, [&](int64_t i) {
-    int j = 0;
-    while (i >= first_task[j + 1]) j++;
-    const matmul_job &job = jobs[j];
+  auto rows_of = [&](const matmul_job &job, int64_t r0, int64_t r1) {
     const qtensor &w = *job.w;
-    const int64_t r0 = (i - first_task[j]) * per_task, r1 = std::min(w.rows, r0 + per_task);
     if (integer) kt.gemm_q8[w.fmt]({&w, &a8, job.y, w.rows, r0, r1});
     else kt.gemm_f32[w.fmt]({&w, &a32, job.y, w.rows, r0, r1});
     if (job.epilogue && *job.epilogue) (*job.epilogue)(r0, r1);
+  };
+  thread_pool::global().run(n_tasks, threads, [&](int64_t i) {
+    if (joint) {
+      const int64_t r0 = i * per_task, r1 = std::min(task_rows, r0 + per_task);
+      for (int j = 0; j < shared; j++) rows_of(jobs[j], r0, r1);
+      (*together)(r0, r1);
+      return;
+    }
+    int j = 0;
+    while (i >= first_task[j + 1]) j++;
+    const int64_t r0 = (i - first_task[j]) * per_task;
+    rows_of(jobs[j], r0, std::min(jobs[j].w->rows, r0 + per_task));
   });
   if (shared < count) matmul_many(jobs + shared, count - shared, x, n, mode, threads, k);
 }

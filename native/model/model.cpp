@@ -113,8 +113,9 @@ low_rank_job job(const linear &l, float *y) {
 
 // y_i (n x rows_i) = x (n x cols) W_i^T for linears that read the same x, in one dispatch of the
 // pool (plus one for A x when some have recovery, whose B (A x) is fused into the products).
-void apply(const context &c, std::initializer_list<low_rank_job> jobs, const float *x, int n) {
-  matmul_low_rank(jobs.begin(), (int)jobs.size(), x, n, c.m->activations, c.threads, active_kernels());
+void apply(const context &c, std::initializer_list<low_rank_job> jobs, const float *x, int n,
+           const row_epilogue *together = nullptr) {
+  matmul_low_rank(jobs.begin(), (int)jobs.size(), x, n, c.m->activations, c.threads, active_kernels(), together);
 }
 
 void rmsnorm(const float *x, const float *weight, int dim, float eps, float *out) {
@@ -272,13 +273,16 @@ void mlp(context &c, int l, int n, buffers &b) {
   const layer_weights &w = c.m->weights.layers[l];
   const bool recording = c.recorder && c.recorder->wanted[l];
   if (recording) record(c.recorder->ffn_in[l], b.xb, (size_t)n * cfg.dim);
-  apply(c, {job(w.gate, b.gate.data()), job(w.up, b.up.data())}, b.xb.data(), n);
+  // silu(gate) * up on each task's rows as soon as it has written them (every token's)
   const size_t hidden = (size_t)cfg.hidden_dim;
-  per_token(c, n, [&](int t) {
-    float *gate = b.gate.data() + t * hidden;
-    const float *up = b.up.data() + t * hidden;
-    for (size_t i = 0; i < hidden; i++) gate[i] = silu(gate[i]) * up[i];
-  });
+  const row_epilogue swiglu = [&](int64_t r0, int64_t r1) {
+    for (int t = 0; t < n; t++) {
+      float *gate = b.gate.data() + t * hidden;
+      const float *up = b.up.data() + t * hidden;
+      for (int64_t i = r0; i < r1; i++) gate[i] = silu(gate[i]) * up[i];
+    }
+  };
+  apply(c, {job(w.gate, b.gate.data()), job(w.up, b.up.data())}, b.xb.data(), n, &swiglu);
   if (recording) record(c.recorder->swiglu[l], b.gate, (size_t)n * cfg.hidden_dim);
   apply(c, {job(w.down, b.proj.data())}, b.gate.data(), n);
 }
