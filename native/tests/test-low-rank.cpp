@@ -1,8 +1,11 @@
 // SHARP's fused product y = W x + B (A x) (kernels/low-rank.h) on every ISA this CPU runs: the
 // epilogue against the scalar reference table's, the fused result against the plain matmul plus a
 // float64 B (A x), and against float64 (W + B A) x; every weight format, f32 and f16 A and B, GEMV
-// and GEMM, odd shapes, one and two threads; several jobs on one input give each job's result.
+// and GEMM, odd shapes, one and two threads; several jobs on one input give each job's result, and
+// a joint epilogue sees every job's finished rows.
+#include <algorithm>
 #include <cstring>
+#include <stdexcept>
 
 #include "../core/quantize.h"
 #include "../kernels/low-rank.h"
@@ -213,5 +216,58 @@ TEST(low_rank_jobs_on_one_input) {
       matmul(plain.w, plain.x.data(), 3, direct.data(), mode, 2, k);
       CHECK(std::equal(direct.begin(), direct.end(), y[2].begin()));
     }
+  });
+}
+
+// A joint epilogue (matmul_many's `together`, as SwiGLU uses it) runs once per row, after every
+// job's rows (recoveries included) are written: here it multiplies gate and up element-wise, and
+// the product must equal that of the results computed alone. Jobs of different rows are refused.
+TEST(low_rank_joint_epilogue_after_every_job) {
+  lbtest::rng r(33);
+  lbtest::for_each_isa([&](const kernel_table &k) {
+    for (int64_t n : {1, 3})
+      for (int threads : {1, 2})
+        for (bool recovery : {true, false}) {
+          const int64_t rows = 300;
+          fused_problem gate = make_fused(r, FORMAT_B2, FORMAT_F32, rows, 96, 16, n);
+          fused_problem up = make_fused(r, FORMAT_T158, FORMAT_F16, rows, 96, 8, n);
+          up.x = gate.x;
+          std::vector<float> y_gate(n * rows), y_up(n * rows), product(n * rows, 0.0f), alone(n * rows);
+          std::vector<int> visits(rows, 0);
+          const row_epilogue multiply = [&](int64_t r0, int64_t r1) {
+            for (int64_t i = r0; i < r1; i++) {
+              visits[i]++;
+              for (int64_t v = 0; v < n; v++) product[v * rows + i] = y_gate[v * rows + i] * y_up[v * rows + i];
+            }
+          };
+          low_rank_job jobs[2] = {gate.job(y_gate.data()), up.job(y_up.data())};
+          if (!recovery) jobs[0].a = jobs[0].b = jobs[1].a = jobs[1].b = nullptr;
+          matmul_low_rank(jobs, 2, gate.x.data(), n, ACT_Q8, threads, k, &multiply);
+          const std::string what = std::string(isa_name(k.id)) + " n=" + std::to_string(n) +
+                                   " threads=" + std::to_string(threads) + (recovery ? " recovery" : "");
+          const bool once = std::all_of(visits.begin(), visits.end(), [](int c) { return c == 1; });
+          CHECK_MSG(once, what + ": a row not visited once");
+          std::vector<float> g(n * rows), u(n * rows);
+          low_rank_job one = jobs[0];
+          one.y = g.data();
+          matmul_low_rank(&one, 1, gate.x.data(), n, ACT_Q8, threads, k);
+          one = jobs[1];
+          one.y = u.data();
+          matmul_low_rank(&one, 1, gate.x.data(), n, ACT_Q8, threads, k);
+          for (int64_t i = 0; i < n * rows; i++) alone[i] = g[i] * u[i];
+          CHECK_MSG(product == alone, what + ": joint product differs from the jobs alone");
+        }
+    const fused_problem a = make_fused(r, FORMAT_B4, FORMAT_F32, 40, 64, 4, 1);
+    const fused_problem b = make_fused(r, FORMAT_B4, FORMAT_F32, 41, 64, 4, 1);
+    std::vector<float> ya(40), yb(41);
+    const low_rank_job jobs[2] = {{&a.w, ya.data()}, {&b.w, yb.data()}};
+    const row_epilogue nothing = [](int64_t, int64_t) {};
+    bool refused = false;
+    try {
+      matmul_low_rank(jobs, 2, a.x.data(), 1, ACT_Q8, 2, k, &nothing);
+    } catch (const std::invalid_argument &) {
+      refused = true;
+    }
+    CHECK_MSG(refused, "joint jobs of 40 and 41 rows were not refused");
   });
 }
