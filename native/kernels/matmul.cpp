@@ -204,7 +204,8 @@ void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, a
   }
   if (total_rows * cols * n < (int64_t)1 << 16) per_task = task_rows;  // tiny: not worth waking threads
   int64_t first_task[kMaxJobs + 1] = {0};  // job j's tasks are [first_task[j], first_task[j + 1])
-  for (int j = 0; j < shared && !joint; j++) first_task[j + 1] = first_task[j] + (jobs[j].w->rows + per_task - 1) / per_task;
+  for (int j = 0; j < shared && !joint; j++)
+    first_task[j + 1] = first_task[j] + (jobs[j].w->rows + per_task - 1) / per_task;
   const int64_t n_tasks = joint ? (task_rows + per_task - 1) / per_task : first_task[shared];
   const act_q8 &a8 = aq;
   const act_f32 &a32 = af;
