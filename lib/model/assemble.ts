@@ -96,7 +96,11 @@ function gridCandidates(row: Float32Array): FormatName[] {
 /** A float matrix as a QTensor: packed into a ParetoQ grid when every row is on one, else as it is. */
 function floatMatrix(source: ModelSource, info: TensorInfo, rows: number, cols: number, options: AssembleOptions): [AddonQTensor, FormatName] {
   const q = binding().AddonQTensor;
-  const halfBits = info.dtype === 'f16' || info.dtype === 'bf16' ? new Uint16Array(info.read().slice().buffer) : undefined;
+  // Half-precision bits are read once and viewed in place (a copy only if the bytes are misaligned).
+  const halfBytes = info.dtype === 'f16' || info.dtype === 'bf16' ? info.read() : undefined;
+  const halfBits = halfBytes && (halfBytes.byteOffset % 2 === 0
+    ? new Uint16Array(halfBytes.buffer, halfBytes.byteOffset, halfBytes.byteLength / 2)
+    : new Uint16Array(halfBytes.slice().buffer));
   const values = halfBits && info.dtype === 'f16' ? undefined : readF32(source, info);
   if (options.detectGrids !== false) {
     const firstRow = values ? values.subarray(0, cols) : Float32Array.from(halfBits!.subarray(0, cols), f16ToF32);
@@ -109,7 +113,7 @@ function floatMatrix(source: ModelSource, info: TensorInfo, rows: number, cols: 
       }
     }
   }
-  if (info.dtype === 'f16') return [callNative(() => q.fromPacked('f16', rows, cols, 0, info.read(), null)), 'f16'];
+  if (info.dtype === 'f16') return [callNative(() => q.fromPacked('f16', rows, cols, 0, halfBytes!, null)), 'f16'];
   return [callNative(() => q.fromPacked('f32', rows, cols, 0, new Uint8Array(values!.buffer), null)), 'f32'];
 }
 
