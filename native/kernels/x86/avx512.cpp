@@ -25,7 +25,7 @@ struct VecAvx512 {
   // Fields stay in place and each keeps its sums: F x 16 activation classes per row (64 for b2).
   static constexpr bool kFieldsInPlace = true;
   static constexpr int kAccs = 1, kSums = 24;
-  static constexpr int kGemvRows = 8, kGemmRows = 4, kGemmVecs = 2;
+  static constexpr int kGemvRows = 4, kGemmRows = 4, kGemmVecs = 2;
   using Codes = __m512i;
   using Sum = __m512i;
   using Fv = __m512;
