@@ -182,7 +182,7 @@ void rope(float *v, int n_heads, const model_config &c, const rotations &rot, in
 }
 
 // fn(t) for tokens t in [0, n): on the pool for a prompt, inline for a decode step (waking threads
-// costs more than one token's elementwise work). Without this, a prompt's norms, RoPE and SwiGLU
+// costs more than one token's elementwise work). Without this, a prompt's norms, RoPE and residuals
 // run on one thread while the others wait.
 template <class Fn>
 void per_token(const context &c, int n, Fn fn) {
