@@ -3,8 +3,8 @@
  * every bit width x method (rtn, mse) x scale granularity (per row, groups of 64), the file size,
  * perplexity on bench/data/stories-eval.txt (ParetoQ's protocol: no BOS, non-overlapping blocks)
  * and the mean KL divergence and top-1 agreement against the float model. Float activations and
- * an f32 KV cache throughout, so the numbers measure the weights. Writes bench/results/quality.json and prints
- * the markdown table docs/BENCHMARKS.md carries.
+ * an f32 KV cache throughout, so the numbers measure the weights. Writes
+ * bench/results/quality.json and prints the markdown table docs/BENCHMARKS.md carries.
  *
  * These are PTQ numbers: ParetoQ's models are trained on their grid (QAT); rounding a float model
  * to 2 bits or less is expected to collapse, as the paper's PTQ rows do.
