@@ -43,7 +43,9 @@ struct qtensor {
 
   size_t row_stride() const { return row_bytes(fmt, cols); }
   int64_t n_groups() const { return groups_per_row(cols, group); }
-  const uint8_t *row(int64_t r) const { return data->data() + (size_t)(row0 + r) * row_stride(); }
+  const uint8_t *row(int64_t r) const { return row(r, row_stride()); }
+  // Row r given row_stride(), for kernels that compute it once per call rather than per tile.
+  const uint8_t *row(int64_t r, size_t stride) const { return data->data() + (size_t)(row0 + r) * stride; }
   uint8_t *row(int64_t r) { return data->data() + (size_t)(row0 + r) * row_stride(); }
   const float *row_scales(int64_t r) const {
     return reinterpret_cast<const float *>(scales->data()) + (row0 + r) * n_groups();

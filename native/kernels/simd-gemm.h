@@ -356,17 +356,25 @@ inline void group_sums(const qtensor &w, const float *segment_sum, float *out) {
   }
 }
 
+// Where one plane of a tile's rows lies: row i of the tile at first + i * stride (the stride is
+// computed once per call: a format's row size sums its planes, which costs too much per tile).
+struct plane_rows {
+  const uint8_t *first;
+  size_t stride;
+  const uint8_t *row(int i) const { return first + i * stride; }
+};
+
 // ---------------------------------------------------------------------------------------------
 // Integer path: RP rows x N vectors of one plane per pass, each row summed in integer registers
 // (A accumulators x KC field classes) and turned to float once at the end (or at group ends).
 
 template <class Vec, int W, int RP, int N, bool GROUPED>
-LB_INLINE inline void plane_q8_pass(const qtensor &w, int64_t r, size_t plane_offset, const act_q8_plane &L, int64_t v0,
+LB_INLINE inline void plane_q8_pass(const qtensor &w, int64_t r, plane_rows pr, const act_q8_plane &L, int64_t v0,
                                     float factor, float *out /* [RP][N], += factor * sums */) {
   using P = plane_shape<Vec, W>;
   constexpr int F = P::F, A = P::A, KC = P::KC, V = Vec::kBytes, kLanes = P::kLanes;
   const uint8_t *rows[RP];
-  for (int i = 0; i < RP; i++) rows[i] = w.row(r + i) + plane_offset;
+  for (int i = 0; i < RP; i++) rows[i] = pr.row(i);
   const int8_t *xq[N];
   const float *xs[N];
   for (int n = 0; n < N; n++) {
@@ -401,7 +409,7 @@ LB_INLINE inline void plane_q8_pass(const qtensor &w, int64_t r, size_t plane_of
   // per line AVX-512 streamed 2- and 4-bit rows at 0.65-0.8 of DRAM bandwidth and AVX2, asking
   // twice per line, at 0.93 (likely dropped prefetches when the miss queue is full); with two,
   // llama-1b 2-bit decodes 17% faster on one core. prefetcht0/nta measured far worse than t2.
-  const size_t ahead = std::max<size_t>((size_t)RP * w.row_stride(), 8192);
+  const size_t ahead = std::max<size_t>(RP * pr.stride, 8192);
   auto step = [&](int64_t s, auto acc_index) LB_INLINE {
     constexpr int a = decltype(acc_index)::value;
     typename Vec::Codes wv[RP];
@@ -457,20 +465,20 @@ LB_INLINE inline void plane_q8_pass(const qtensor &w, int64_t r, size_t plane_of
 }
 
 template <class Vec, int W, int R, int N, bool GROUPED>
-inline void plane_q8(const qtensor &w, int64_t r, size_t plane_offset, const act_q8_plane &L, int64_t v0,
+inline void plane_q8(const qtensor &w, int64_t r, plane_rows pr, const act_q8_plane &L, int64_t v0,
                      float factor, float (&out)[R][N]) {
   constexpr int RP = plane_shape<Vec, W>::rows(R, N);
   for (int i = 0; i < R; i += RP)
-    plane_q8_pass<Vec, W, RP, N, GROUPED>(w, r + i, plane_offset, L, v0, factor, &out[i][0]);
+    plane_q8_pass<Vec, W, RP, N, GROUPED>(w, r + i, plane_rows{pr.row(i), pr.stride}, L, v0, factor, &out[i][0]);
 }
 
 // Float path: codes widened to float and multiplied with float activations.
 template <class Vec, int W, int R, int N, bool GROUPED>
-inline void plane_f32(const qtensor &w, int64_t r, size_t plane_offset, const act_f32_plane &L, int64_t v0,
+inline void plane_f32(const qtensor &w, int64_t r, plane_rows pr, const act_f32_plane &L, int64_t v0,
                       float factor, float (&out)[R][N]) {
   constexpr int F = 8 / W;
   const uint8_t *rows[R];
-  for (int i = 0; i < R; i++) rows[i] = w.row(r + i) + plane_offset;
+  for (int i = 0; i < R; i++) rows[i] = pr.row(i);
   typename Vec::Fv facc[R][N];
   for (int i = 0; i < R; i++)
     for (int n = 0; n < N; n++) facc[i][n] = Vec::f_zero();
@@ -494,10 +502,12 @@ inline void plane_f32(const qtensor &w, int64_t r, size_t plane_offset, const ac
     for (int n = 0; n < N; n++) out[i][n] += factor * Vec::hsum(facc[i][n]);
 }
 
-// One R x N tile of a quantized format, all planes.
+// One R x N tile of a quantized format, all planes (stride: w.row_stride()).
 template <class Vec, format FMT, int R, int N, bool GROUPED, bool INTEGER, class Act>
-inline void tile(const qtensor &w, const Act &a, const float *gsums, int64_t r, int64_t v0, float *y, int64_t ldy) {
+inline void tile(const qtensor &w, size_t stride, const Act &a, const float *gsums, int64_t r, int64_t v0, float *y,
+                 int64_t ldy) {
   float total[R][N] = {};
+  const uint8_t *first = w.row(r, stride);
   size_t plane_offset = 0;
   int low_bits = 0;
   unrolled<kFormatTraits[FMT].n_planes>([&](auto p) LB_INLINE {
@@ -505,10 +515,11 @@ inline void tile(const qtensor &w, const Act &a, const float *gsums, int64_t r, 
     // Each plane adds its scalar sums, times 2^low_bits, straight into total: a vector load of
     // sums just stored one by one would stall on store forwarding.
     const float factor = (float)(1 << low_bits);
+    const plane_rows rows{first + plane_offset, stride};
     if constexpr (INTEGER)
-      plane_q8<Vec, W, R, N, GROUPED>(w, r, plane_offset, a.planes[width_slot(W)], v0, factor, total);
+      plane_q8<Vec, W, R, N, GROUPED>(w, r, rows, a.planes[width_slot(W)], v0, factor, total);
     else
-      plane_f32<Vec, W, R, N, GROUPED>(w, r, plane_offset, a.planes[width_slot(W)], v0, factor, total);
+      plane_f32<Vec, W, R, N, GROUPED>(w, r, rows, a.planes[width_slot(W)], v0, factor, total);
     plane_offset += plane_row_bytes(W, w.cols);
     low_bits += W;
   });
@@ -524,17 +535,18 @@ inline void tile(const qtensor &w, const Act &a, const float *gsums, int64_t r, 
 // Rows [r0, r1) x all vectors: R x N tiles, then the leftover rows and vectors one at a time.
 template <class Vec, format FMT, int R, int N, bool GROUPED, bool INTEGER, class Act>
 void run_tiles(const qtensor &w, const Act &a, const float *gsums, int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  const size_t stride = w.row_stride();
   int64_t r = r0;
   for (; r + R <= r1; r += R) {
     // Scales live apart from the codes, where the code prefetch does not reach: fetch them a few
     // tiles ahead, or each new line of them stalls a tile on a DRAM miss.
     __builtin_prefetch(w.row_scales(std::min(r + 8 * R, w.rows - 1)), 0, 1);
     int64_t v = 0;
-    for (; v + N <= a.n; v += N) tile<Vec, FMT, R, N, GROUPED, INTEGER>(w, a, gsums, r, v, y, ldy);
-    for (; v < a.n; v++) tile<Vec, FMT, R, 1, GROUPED, INTEGER>(w, a, gsums, r, v, y, ldy);
+    for (; v + N <= a.n; v += N) tile<Vec, FMT, R, N, GROUPED, INTEGER>(w, stride, a, gsums, r, v, y, ldy);
+    for (; v < a.n; v++) tile<Vec, FMT, R, 1, GROUPED, INTEGER>(w, stride, a, gsums, r, v, y, ldy);
   }
   for (; r < r1; r++)
-    for (int64_t v = 0; v < a.n; v++) tile<Vec, FMT, 1, 1, GROUPED, INTEGER>(w, a, gsums, r, v, y, ldy);
+    for (int64_t v = 0; v < a.n; v++) tile<Vec, FMT, 1, 1, GROUPED, INTEGER>(w, stride, a, gsums, r, v, y, ldy);
 }
 
 template <class Vec, format FMT, bool INTEGER, class Args>
