@@ -130,6 +130,8 @@ struct kernel_table {
   bool (*supports_group)(format f, int64_t group);
   // Reads n bytes (n a multiple of 256) as fast as the ISA allows; for bandwidth measurement.
   uint64_t (*read_bytes)(const uint8_t *p, size_t n);
+  // out[i] = x[i] as IEEE half, rounded to nearest even (f32_to_f16 in bulk: KV cache stores).
+  void (*to_f16)(const float *x, int64_t n, uint16_t *out);
   // Attention over the cache of one kv head, for nq queries at once so that each cached value
   // is read once for all of them (the query heads of a group, several tokens):
   //   scores: s[i][p] = scale * sum_j key(p, j) q[i][j]   q rows n floats apart, s rows count apart

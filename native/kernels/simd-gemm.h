@@ -581,6 +581,14 @@ void gemm_float(const gemm_f32_args &p) {
       p.y[v * p.ldy + r] = dot_row<Vec>(reinterpret_cast<const T *>(w.row(r)), a.x + v * w.cols, w.cols);
 }
 
+// f32 -> f16 (round to nearest even), whole vectors then the scalar definition for the tail.
+template <class Vec>
+void to_f16(const float *x, int64_t n, uint16_t *out) {
+  int64_t i = 0;
+  for (; i + Vec::kFloats <= n; i += Vec::kFloats) Vec::f_store(out + i, Vec::f_load(x + i));
+  for (; i < n; i++) out[i] = f32_to_f16(x[i]);
+}
+
 // Streaming read for bandwidth measurement: four independent XOR chains of full vectors.
 template <class Vec>
 uint64_t read_bytes(const uint8_t *p, size_t n) {
@@ -613,6 +621,7 @@ kernel_table make_table(isa id) {
   k.prepare_f32 = prepare_f32<Vec>;
   k.supports_group = supports_group<Vec>;
   k.read_bytes = read_bytes<Vec>;
+  k.to_f16 = to_f16<Vec>;
   k.attention_f32 = {attention_scores<Vec, float>, attention_mix<Vec, float>};
   k.attention_f16 = {attention_scores<Vec, uint16_t>, attention_mix<Vec, uint16_t>};
   return k;

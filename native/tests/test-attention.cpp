@@ -2,7 +2,10 @@
 // against float64 sums over the same cache values: scores over tiled, transposed keys and the
 // weighted mix of value rows, f32 and f16 caches, head sizes and position counts on and off the
 // vector, its blocks and the key tile, strided value rows, several queries at once, and masked
-// (zero-weight) positions.
+// (zero-weight) positions. Also the bulk f32 -> f16 conversion that fills f16 caches.
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <string>
 
 #include "../core/formats.h"
@@ -83,5 +86,34 @@ TEST(attention_every_isa) {
   lbtest::for_each_isa([](const kernel_table &k) {
     check_attention(k, k.attention_f32, "f32");
     check_attention(k, k.attention_f16, "f16");
+  });
+}
+
+// to_f16 must give f32_to_f16's bits (round to nearest even) for every value a cache may see:
+// normals, ties, subnormals, overflow to infinity, infinities, NaN (any NaN), on and off the vector.
+TEST(to_f16_every_isa) {
+  std::vector<float> x = {0.0f, -0.0f, 1.0f, -2.0f, 65504.0f, 65519.0f, 65520.0f, -1e9f, 5.9604645e-8f, 2.9802322e-8f,
+                          1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048, 6.1035156e-5f, 6.0e-5f, 1e-30f,
+                          std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()};
+  lbtest::rng r(5);
+  for (int i = 0; i < 300; i++) x.push_back(r.normal() * std::ldexp(1.0f, (int)r.below(40) - 25));
+  for (int i = 0; i < 64; i++) {  // every tie between two neighbouring halves, near 1
+    uint32_t u = 0x3f800000u + (uint32_t)i * 0x2000u + 0x1000u;
+    float f;
+    std::memcpy(&f, &u, 4);
+    x.push_back(f);
+  }
+  x.push_back(std::numeric_limits<float>::quiet_NaN());
+  lbtest::for_each_isa([&](const kernel_table &k) {
+    for (size_t n : {x.size(), x.size() - 1, (size_t)5}) {
+      std::vector<uint16_t> got(n, 0x1234);
+      k.to_f16(x.data(), (int64_t)n, got.data());
+      for (size_t i = 0; i < n; i++) {
+        const uint16_t want = f32_to_f16(x[i]);
+        const bool nan = (want & 0x7c00) == 0x7c00 && (want & 0x3ff);
+        CHECK_MSG(nan ? ((got[i] & 0x7c00) == 0x7c00 && (got[i] & 0x3ff)) : got[i] == want,
+                  std::string(isa_name(k.id)) + " to_f16(" + std::to_string(x[i]) + ")");
+      }
+    }
   });
 }

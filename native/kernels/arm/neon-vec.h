@@ -74,6 +74,7 @@ struct VecNeon {
   static Fv f_add(Fv a, Fv b) { return vaddq_f32(a, b); }
   static Fv f_set1(float v) { return vdupq_n_f32(v); }
   static void f_store(float *p, Fv f) { vst1q_f32(p, f); }
+  static void f_store(uint16_t *p, Fv f) { vst1_u16(p, vreinterpret_u16_f16(vcvt_f16_f32(f))); }
   static float hsum(Fv f) { return vaddvq_f32(f); }
   static Codes bxor(Codes a, Codes b) { return veorq_u8(a, b); }
   static uint64_t low64(Codes a) { return vgetq_lane_u64(vreinterpretq_u64_u8(a), 0); }

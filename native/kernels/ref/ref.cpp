@@ -103,6 +103,10 @@ uint64_t read_bytes_ref(const uint8_t *p, size_t n) {
   return a ^ b ^ c ^ d;
 }
 
+void to_f16_ref(const float *x, int64_t n, uint16_t *out) {
+  for (int64_t i = 0; i < n; i++) out[i] = f32_to_f16(x[i]);
+}
+
 kernel_table make_ref_table() {
   kernel_table k{};
   k.id = ISA_REF;
@@ -114,6 +118,7 @@ kernel_table make_ref_table() {
   k.prepare_f32 = prepare_f32_ref;
   k.supports_group = supports_any_group;
   k.read_bytes = read_bytes_ref;
+  k.to_f16 = to_f16_ref;
   k.attention_f32 = {attention_scores_ref<float>, attention_mix_ref<float>};
   k.attention_f16 = {attention_scores_ref<uint16_t>, attention_mix_ref<uint16_t>};
   return k;

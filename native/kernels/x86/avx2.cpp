@@ -54,6 +54,9 @@ struct VecAvx2 {
   static Fv f_add(Fv a, Fv b) { return _mm256_add_ps(a, b); }
   static Fv f_set1(float v) { return _mm256_set1_ps(v); }
   static void f_store(float *p, Fv f) { _mm256_storeu_ps(p, f); }
+  static void f_store(uint16_t *p, Fv f) {
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(p), _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
   static float hsum(Fv f) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -82,6 +82,9 @@ struct VecAvx512 {
   static Fv f_add(Fv a, Fv b) { return _mm512_add_ps(a, b); }
   static Fv f_set1(float v) { return _mm512_set1_ps(v); }
   static void f_store(float *p, Fv f) { _mm512_storeu_ps(p, f); }
+  static void f_store(uint16_t *p, Fv f) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(p), _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
   static float hsum(Fv f) { return _mm512_reduce_add_ps(f); }
   static Codes bxor(Codes a, Codes b) { return _mm512_xor_si512(a, b); }
   static uint64_t low64(Codes a) { return (uint64_t)_mm_cvtsi128_si64(_mm512_castsi512_si128(a)); }
