@@ -1,9 +1,10 @@
 /**
  * Text generation: the token loop over a native context, streaming text as it completes, stop
- * sequences, AbortSignal, and statistics. Each token is one native step off the event loop.
+ * sequences, AbortSignal, and statistics. Tokens come from a native loop off the event loop that
+ * runs one token ahead of the consumer.
  */
 import { LowbitError } from './errors';
-import { type AddonContext, binding, callNative, nativeError } from './native';
+import { type AddonContext, type AddonSampler, binding, callNative, nativeError } from './native';
 import type { Tokenizer } from './tokenizer';
 import { integerIn, invalidParameter, knownOptions, numberIn, plainObject } from './validate';
 
@@ -51,7 +52,9 @@ export interface GenerationStats {
   /** Prompt tokens found in the context from the previous call and not evaluated again. */
   cachedTokens: number;
   generatedTokens: number;
+  /** Native time spent on the prompt (the consumer's time between tokens is not counted). */
   prefillSeconds: number;
+  /** Native time spent on the tokens after the first. */
   decodeSeconds: number;
   /** Prompt tokens evaluated per second. */
   prefillTokensPerSecond: number;
@@ -166,6 +169,54 @@ export interface GenerationTarget {
   readonly stopIds: ReadonlySet<number>;
 }
 
+/**
+ * The tokens of a native generate() loop, taken one at a time. Each take lets the loop produce one
+ * more, and one extra is allowed at the start: the loop computes the next token while JS handles
+ * this one, and never runs further ahead than that.
+ */
+class TokenFeed {
+  #queue: [number, number][] = [];
+  #waiter: { resolve: (event: [number, number]) => void; reject: (error: unknown) => void } | undefined;
+  #failure: { error: unknown } | undefined;
+
+  constructor(private readonly context: AddonContext) {}
+
+  /** Starts the native loop, one token ahead. */
+  start(prompt: Int32Array, sampler: AddonSampler, maxTokens: number, endIds: Int32Array): Promise<void> {
+    const loop = this.context.generate(prompt, sampler, maxTokens, endIds, this.#push);
+    this.context.allow(1);
+    loop.then(() => this.#end(new LowbitError('the native generation loop ended early', 'LOWBIT_NATIVE')), (e) => this.#end(e));
+    return loop;
+  }
+
+  #push = (token: number, seconds: number): void => {
+    if (this.#waiter) {
+      this.#waiter.resolve([token, seconds]);
+      this.#waiter = undefined;
+    } else {
+      this.#queue.push([token, seconds]);
+    }
+  };
+
+  // The loop ended: a take that finds no token fails with this error.
+  #end(error: unknown): void {
+    this.#failure = { error };
+    this.#waiter?.reject(error);
+    this.#waiter = undefined;
+  }
+
+  /** The next token and the seconds its step took. */
+  take(): Promise<[number, number]> {
+    this.context.allow(1);
+    const event = this.#queue.shift();
+    if (event) return Promise.resolve(event);
+    if (this.#failure) return Promise.reject(this.#failure.error);
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+    });
+  }
+}
+
 function commonPrefix(a: Int32Array, b: readonly number[]): number {
   let n = 0;
   while (n < a.length && n < b.length && a[n] === b[n]) n++;
@@ -217,19 +268,33 @@ export class LowbitGeneration implements AsyncIterable<GenerateChunk> {
       promptTokens: prompt.length, cachedTokens: cached, generatedTokens: 0, prefillSeconds: 0, decodeSeconds: 0,
       prefillTokensPerSecond: 0, decodeTokensPerSecond: 0, finishReason: 'length',
     };
-    // Evaluates tokens and samples the next; returns it with the seconds the native step took.
-    const step = async (tokens: readonly number[]): Promise<[number, number]> => {
-      const t0 = performance.now();
+    // The native loop ends by itself on the same conditions as the loop below (an end id, the
+    // token limit, a full context); it is aborted when this one stops first.
+    const feed = new TokenFeed(context);
+    let loop: Promise<void> | undefined, loopEnded = false;
+    const startLoop = (): Promise<void> => {
+      const endIds = Int32Array.from(this.options.ignoreEos ? [] : stopIds);
+      const started = feed.start(Int32Array.from(prompt.slice(cached)), sampler, maxTokens, endIds).finally(() => {
+        loopEnded = true;
+      });
+      started.catch(() => undefined);  // its error reaches the caller through feed.take()
+      return started;
+    };
+    // The next token and the seconds the native loop spent on it (started by the first call).
+    const take = async (): Promise<[number, number]> => {
       try {
-        const next = await context.step(Int32Array.from(tokens), sampler);
-        return [next, (performance.now() - t0) / 1000];
+        loop ??= startLoop();
+        return await feed.take();
       } catch (error) {
-        if (signal?.aborted) throw abortError(signal);
+        if (signal?.aborted) {
+          stats.finishReason = 'abort';
+          throw abortError(signal);
+        }
         throw nativeError(error);
       }
     };
     try {
-      let [next, seconds] = await step(prompt.slice(cached));
+      let [next, seconds] = await take();
       stats.prefillSeconds = seconds;
       let position = prompt.length, decodeSteps = 0;
       for (;;) {
@@ -252,7 +317,7 @@ export class LowbitGeneration implements AsyncIterable<GenerateChunk> {
           break;
         }
         if (stats.generatedTokens >= maxTokens || position >= contextLength) break;
-        [next, seconds] = await step([next]);
+        [next, seconds] = await take();
         stats.decodeSeconds += seconds;
         position++;
         decodeSteps++;
@@ -266,6 +331,10 @@ export class LowbitGeneration implements AsyncIterable<GenerateChunk> {
         }
       }
     } finally {
+      if (loop) {
+        if (!loopEnded) context.abort();
+        await loop.catch(() => undefined);
+      }
       signal?.removeEventListener('abort', onAbort);
       const evaluated = prompt.length - cached;
       stats.prefillTokensPerSecond = stats.prefillSeconds > 0 ? evaluated / stats.prefillSeconds : 0;

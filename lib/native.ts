@@ -88,7 +88,15 @@ export interface AddonModel {
 
 export interface AddonContext {
   eval(tokens: Int32Array, logits: 'none' | 'last' | 'all'): Promise<Float32Array | null>;
-  step(tokens: Int32Array, sampler: AddonSampler): Promise<number>;
+  /**
+   * Evaluates the prompt, then samples and feeds back up to maxTokens tokens on a native thread,
+   * calling onToken with each (and the seconds its step took); ends after a token in stopIds or
+   * when the context is full. It produces a token only while allow() has allowed it.
+   */
+  generate(prompt: Int32Array, sampler: AddonSampler, maxTokens: number, stopIds: Int32Array,
+    onToken: (token: number, seconds: number) => void): Promise<void>;
+  /** Lets a running generate() produce `count` more tokens. */
+  allow(count: number): void;
   truncate(keep: number): void;
   tokens(): Int32Array;
   abort(): void;

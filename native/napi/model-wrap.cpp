@@ -1,6 +1,8 @@
 // AddonModel, AddonContext, AddonSampler (see model-wrap.h).
 #include "model-wrap.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #if defined(__GLIBC__)
@@ -182,7 +184,8 @@ Napi::Value AddonModel::Info(const Napi::CallbackInfo &info) {
 
 Napi::Function AddonContext::Define(Napi::Env env) {
   return DefineClass(env, "AddonContext",
-                     {InstanceMethod<&AddonContext::Eval>("eval"), InstanceMethod<&AddonContext::Step>("step"),
+                     {InstanceMethod<&AddonContext::Eval>("eval"), InstanceMethod<&AddonContext::Generate>("generate"),
+                      InstanceMethod<&AddonContext::Allow>("allow"),
                       InstanceMethod<&AddonContext::Truncate>("truncate"),
                       InstanceMethod<&AddonContext::Tokens>("tokens"), InstanceMethod<&AddonContext::Abort>("abort"),
                       InstanceMethod<&AddonContext::RecordMlp>("recordMlp"),
@@ -285,24 +288,129 @@ Napi::Value AddonContext::Eval(const Napi::CallbackInfo &info) {
       });
 }
 
-// step(tokens: Int32Array, sampler: AddonSampler) -> Promise<number>: evaluates the tokens and
-// samples the next one from the last token's logits.
-Napi::Value AddonContext::Step(const Napi::CallbackInfo &info) {
+namespace {
+
+// One generated token and the seconds its forward pass and sampling took.
+struct token_event {
+  int32_t token;
+  double seconds;
+};
+
+// generate()'s loop on a libuv thread: evaluate, sample, hand the token to JS, feed it back.
+// Tokens reach JS through a queue while the next one is computed, so a decode step does not wait
+// for JS and a libuv thread hand-off every token (0.5-0.8 ms a token on MobileLLM-125M here).
+class generate_worker : public Napi::AsyncProgressQueueWorker<token_event> {
+ public:
+  struct request {
+    std::shared_ptr<context_state> s;
+    std::shared_ptr<busy_guard> guard;
+    std::shared_ptr<sampler> smp;
+    std::vector<int32_t> prompt;
+    int64_t max_tokens;
+    std::set<int32_t> stop_ids;  // end after producing one of these
+  };
+
+  static Napi::Promise start(Napi::Env env, request r, Napi::Function on_token) {
+    auto *w = new generate_worker(env, std::move(r), on_token);
+    Napi::Promise promise = w->deferred_.Promise();
+    w->Queue();
+    return promise;
+  }
+
+ private:
+  generate_worker(Napi::Env env, request r, Napi::Function on_token)
+      : Napi::AsyncProgressQueueWorker<token_event>(env, "lowbit.generate"),
+        deferred_(Napi::Promise::Deferred::New(env)), r_(std::move(r)), on_token_(Napi::Persistent(on_token)) {}
+
+  // Blocks until JS allows another token or the context is aborted.
+  void wait_for_consumer(context_state &s, int64_t produced) {
+    std::unique_lock<std::mutex> lock(s.flow_mutex);
+    s.flow.wait(lock, [&] { return produced < s.allowed || s.abort.load(); });
+  }
+
+  void Execute(const ExecutionProgress &progress) override {
+    context_state &s = *r_.s;
+    try {
+      std::vector<int32_t> input = std::move(r_.prompt);
+      std::vector<float> logits(s.m->config.vocab_size);
+      for (int64_t produced = 0;; produced++) {
+        wait_for_consumer(s, produced);
+        const auto t0 = std::chrono::steady_clock::now();
+        run_forward(s, input, logits.data(), false);
+        const int32_t next =
+            r_.smp->sample(logits.data(), (int)logits.size(), s.ctx.tokens.data(), (int)s.ctx.tokens.size());
+        const token_event e{next, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+        progress.Send(&e, 1);
+        // The same ends as lib/generate.ts: an end-of-text id, the token limit, a full context.
+        if (r_.stop_ids.count(next) || produced + 1 >= r_.max_tokens || s.ctx.pos >= s.ctx.n_ctx) return;
+        input.assign(1, next);
+      }
+    } catch (...) {
+      native_error e = current_error();
+      code_ = e.code;
+      SetError(e.message);
+    }
+  }
+
+  void OnProgress(const token_event *events, size_t count) override {
+    Napi::HandleScope scope(Env());
+    for (size_t i = 0; i < count; i++)
+      on_token_.Call({Napi::Number::New(Env(), events[i].token), Napi::Number::New(Env(), events[i].seconds)});
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error &e) override {
+    Napi::HandleScope scope(Env());
+    deferred_.Reject(make_error(Env(), code_, e.Message()).Value());
+  }
+
+  Napi::Promise::Deferred deferred_;
+  request r_;
+  Napi::FunctionReference on_token_;
+  std::string code_;
+};
+
+}  // namespace
+
+// generate(prompt: Int32Array, sampler: AddonSampler, maxTokens: number, stopIds: Int32Array,
+//          onToken: (token, seconds) => void) -> Promise<void>: evaluates the prompt, then samples
+// and feeds back up to maxTokens tokens, stopping after one of stopIds or when the context is
+// full. It produces a token only while fewer than allowed (see allow()) exist; abort() ends it
+// with LOWBIT_ABORTED.
+Napi::Value AddonContext::Generate(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   auto s = live(env);
-  auto tokens = std::make_shared<std::vector<int32_t>>(tokens_arg(env, info[0]));
+  generate_worker::request r;
+  r.prompt = tokens_arg(env, info[0]);
   if (!info[1].IsObject() || !info[1].As<Napi::Object>().InstanceOf(addon_data(env).sampler_ctor.Value()))
     throw Napi::TypeError::New(env, "expected an AddonSampler");
-  std::shared_ptr<sampler> smp = AddonSampler::Unwrap(info[1].As<Napi::Object>())->get();
-  auto guard = claim(env, s);
-  return promise_worker<int32_t>::start(
-      env,
-      [s, tokens, smp, guard] {
-        std::vector<float> logits(s->m->config.vocab_size);
-        run_forward(*s, *tokens, logits.data(), false);
-        return smp->sample(logits.data(), (int)logits.size(), s->ctx.tokens.data(), (int)s->ctx.tokens.size());
-      },
-      [](Napi::Env env, int32_t &token) -> Napi::Value { return Napi::Number::New(env, token); });
+  r.smp = AddonSampler::Unwrap(info[1].As<Napi::Object>())->get();
+  if (!info[2].IsNumber() || !(info[2].As<Napi::Number>().DoubleValue() >= 1))
+    throw Napi::RangeError::New(env, "maxTokens must be at least 1");
+  r.max_tokens = (int64_t)std::min(info[2].As<Napi::Number>().DoubleValue(), 9e15);
+  if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw Napi::TypeError::New(env, "stopIds must be an Int32Array");
+  Napi::Int32Array stops = info[3].As<Napi::Int32Array>();
+  r.stop_ids.insert(stops.Data(), stops.Data() + stops.ElementLength());
+  if (!info[4].IsFunction()) throw Napi::TypeError::New(env, "onToken must be a function");
+  r.guard = claim(env, s);
+  {
+    std::lock_guard<std::mutex> lock(s->flow_mutex);
+    s->allowed = 0;
+  }
+  r.s = std::move(s);
+  return generate_worker::start(env, std::move(r), info[4].As<Napi::Function>());
+}
+
+// allow(count): the running generate() may produce `count` more tokens.
+Napi::Value AddonContext::Allow(const Napi::CallbackInfo &info) {
+  if (state_ && info[0].IsNumber()) {
+    {
+      std::lock_guard<std::mutex> lock(state_->flow_mutex);
+      state_->allowed += std::max<int64_t>(0, info[0].As<Napi::Number>().Int64Value());
+    }
+    state_->flow.notify_all();
+  }
+  return info.Env().Undefined();
 }
 
 Napi::Value AddonContext::Truncate(const Napi::CallbackInfo &info) {
@@ -361,14 +469,23 @@ Napi::Value AddonContext::RecordedMlp(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// Wakes a generate() loop waiting for its consumer, so that it sees the abort.
+static void abort_context(context_state &s) {
+  {
+    std::lock_guard<std::mutex> lock(s.flow_mutex);
+    s.abort.store(true);
+  }
+  s.flow.notify_all();
+}
+
 Napi::Value AddonContext::Abort(const Napi::CallbackInfo &info) {
-  if (state_) state_->abort.store(true);
+  if (state_) abort_context(*state_);
   return info.Env().Undefined();
 }
 
 Napi::Value AddonContext::Dispose(const Napi::CallbackInfo &info) {
   if (state_) {
-    state_->abort.store(true);  // a running job stops at the next layer and frees what it holds
+    abort_context(*state_);  // a running job stops at the next layer and frees what it holds
     Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -reported_bytes_);
     state_.reset();
   }

@@ -6,7 +6,9 @@
 #include <napi.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 
 #include "../model/model.h"
 #include "../model/sampler.h"
@@ -35,6 +37,11 @@ struct context_state {
   mlp_recorder recorder;  // in use while ctx.recorder points at it
   std::atomic<bool> abort{false};
   std::atomic<bool> busy{false};
+  // generate()'s flow control: the loop may have produced at most `allowed` tokens; JS raises
+  // it as its consumer asks for more (allow()), so the loop runs one token ahead, no further.
+  std::mutex flow_mutex;
+  std::condition_variable flow;
+  int64_t allowed = 0;
 };
 
 class AddonContext : public Napi::ObjectWrap<AddonContext> {
@@ -45,7 +52,8 @@ class AddonContext : public Napi::ObjectWrap<AddonContext> {
 
  private:
   Napi::Value Eval(const Napi::CallbackInfo &info);
-  Napi::Value Step(const Napi::CallbackInfo &info);
+  Napi::Value Generate(const Napi::CallbackInfo &info);
+  Napi::Value Allow(const Napi::CallbackInfo &info);
   Napi::Value Truncate(const Napi::CallbackInfo &info);
   Napi::Value Tokens(const Napi::CallbackInfo &info);
   Napi::Value Abort(const Napi::CallbackInfo &info);

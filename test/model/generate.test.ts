@@ -60,6 +60,32 @@ describe('model: generation API', () => {
     }
   });
 
+  it('computes at most one token ahead of a slow consumer, and continues correctly after it stops', async () => {
+    const prompt = model.tokenizer.encode('Once upon a time', { bos: true });
+    const ids: number[] = [];
+    for await (const chunk of model.generate(prompt, { temperature: 0, maxTokens: 30 })) ids.push(...chunk.tokens);
+    assert.equal(ids.length, 30);
+    // Take two tokens, then stall long enough for hundreds of unthrottled steps, then stop.
+    const generation = model.generate(prompt, { temperature: 0, maxTokens: 30 });
+    let taken = 0;
+    for await (const chunk of generation) {
+      assert.deepEqual(chunk.tokens, [ids[taken]]);
+      if (++taken === 2) {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        break;
+      }
+    }
+    // The cache then holds the prompt, the two tokens handed out and at most the one computed ahead.
+    const next = model.generate([...prompt, ...ids], { temperature: 0, maxTokens: 1 });
+    for await (const chunk of next) void chunk;
+    const ahead = next.stats!.cachedTokens - prompt.length - 2;
+    assert.ok(ahead >= 0 && ahead <= 1, `${ahead} tokens evaluated ahead of the consumer`);
+    // and a generation resumed from that cache gives the same tokens as one from scratch
+    const resumed: number[] = [];
+    for await (const chunk of model.generate([...prompt, ...ids.slice(0, 2)], { temperature: 0, maxTokens: 28 })) resumed.push(...chunk.tokens);
+    assert.deepEqual(resumed, ids.slice(2));
+  });
+
   it('gives the same text for the same seed, and different text for other seeds', async () => {
     const opts = { temperature: 1, topK: 0, topP: 1, minP: 0, maxTokens: 60 };
     const a = await model.complete('Once upon a time', { ...opts, seed: 42 });
