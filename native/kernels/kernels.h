@@ -143,7 +143,14 @@ struct kernel_table {
   };
   attention_ops<float> attention_f32;
   attention_ops<uint16_t> attention_f16;
+  bool fused_b3 = false;  // runs the 3-bit GEMMs that b3_gemm_fusable() accepts in one pass
 };
+
+// 3-bit GEMMs (n > 1) of rows of whole chunks with one scale per row: a table with fused_b3 runs
+// both planes in one pass, multiplying the high bits with the 2-bit plane's activations too.
+inline bool b3_gemm_fusable(const qtensor &w, int64_t n) {
+  return w.fmt == FORMAT_B3 && n > 1 && w.group == 0 && w.cols % kChunkCols == 0;
+}
 
 const kernel_table &kernels_ref();
 #if defined(__x86_64__)

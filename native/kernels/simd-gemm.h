@@ -26,6 +26,11 @@
 //   f_set1(v), f_store(p, f)      v in every lane; store kFloats floats
 //   hsum(f)                       sum of the lanes
 //   bxor(a, b), low64(a)          for the bandwidth probe
+//   kFusedB3                      has the two primitives below (3-bit GEMM in one pass):
+//   b3_high(p)                    from the 1-bit plane bytes of one 2-bit super-chunk (kBytes / 2
+//                                 at p), each column's high bit at bit 2K of the byte where field
+//                                 K of the 2-bit load holds the column's low bits
+//   b3_codes<K>(lo, high)         the full 3-bit codes (0..7) of field K of a 2-bit load
 //
 // A plane of width W stores 8/W fields per byte; field K of a loaded vector holds the codes of the
 // columns that layout_columns() places at [super-chunk][K] of the permuted activations.
@@ -549,6 +554,72 @@ void run_tiles(const qtensor &w, const Act &a, const float *gsums, int64_t r0, i
     for (int64_t v = 0; v < a.n; v++) tile<Vec, FMT, 1, 1, GROUPED, INTEGER>(w, stride, a, gsums, r, v, y, ldy);
 }
 
+// 3-bit GEMM (several vectors) in one pass: the two planes of a few rows are merged once into
+// bytes of full codes (b3_codes), laid out as the fields of the 2-bit plane, and every vector
+// then multiplies them with the 2-bit activation layout: one dot product per 64 codes, where the
+// plane by plane kernels extract both planes again for every pair of vectors and sum each apart.
+// Where: b3_gemm_fusable() (kernels.h).
+template <class Vec>
+void b3_gemm(const qtensor &w, const act_q8 &a, const float *gsums, int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  using P = plane_shape<Vec, 2>;
+  constexpr int F = P::F, V = Vec::kBytes, kLanes = P::kLanes;
+  constexpr int RB = 2, NB = 3;  // RB x NB x F sums: 24 registers
+  static_assert(Vec::kAccs == 1 && P::KC == F, "classes per field, one accumulator");
+  const act_q8_plane &L = a.planes[width_slot(2)];
+  const int64_t n_super = L.n_super;
+  const size_t stride = w.row_stride(), high_offset = plane_row_bytes(2, w.cols);
+  static thread_local std::vector<uint8_t> codes;  // [row][super-chunk][field][V]
+  codes.resize((size_t)RB * n_super * F * V);
+  for (int64_t r = r0; r < r1; r += RB) {
+    const int rows = (int)std::min<int64_t>(RB, r1 - r);
+    for (int i = 0; i < rows; i++) {
+      const uint8_t *lo = w.row(r + i, stride), *hi = lo + high_offset;
+      uint8_t *out = codes.data() + (size_t)i * n_super * F * V;
+      for (int64_t s = 0; s < n_super; s++) {
+        const typename Vec::Codes low = Vec::load(lo + s * V), high = Vec::b3_high(hi + s * (V / 2));
+        unrolled<F>([&](auto k) LB_INLINE {
+          constexpr int K = decltype(k)::value;
+          Vec::store(out + (s * F + K) * V, Vec::template b3_codes<K>(low, high));
+        });
+      }
+    }
+    auto tile = [&](auto rows_c, auto vecs_c, int64_t v0) LB_INLINE {
+      constexpr int R = decltype(rows_c)::value, N = decltype(vecs_c)::value;
+      typename Vec::Sum sum[R][N][F];
+      for (int i = 0; i < R; i++)
+        for (int n = 0; n < N; n++)
+          for (int k = 0; k < F; k++) sum[i][n][k] = Vec::sum_zero();
+      for (int64_t s = 0; s < n_super; s++)
+        unrolled<F>([&](auto k) LB_INLINE {
+          constexpr int K = decltype(k)::value;
+#pragma GCC unroll 4
+          for (int i = 0; i < R; i++) {
+            const typename Vec::Codes c = Vec::load(codes.data() + ((i * n_super + s) * F + K) * V);
+#pragma GCC unroll 4
+            for (int n = 0; n < N; n++)
+              sum[i][n][K] = Vec::dot(sum[i][n][K], c, L.q.data() + (v0 + n) * L.q_stride + (s * F + K) * V);
+          }
+        });
+      for (int i = 0; i < R; i++)
+        for (int n = 0; n < N; n++) {
+          typename Vec::Fv f = Vec::f_zero();
+          const float *xs = L.scale.data() + (v0 + n) * L.scale_stride;
+          // class scales of the in-place layout carry 2^-(2K); these codes are not shifted
+          for (int k = 0; k < F; k++) f = Vec::f_scale_by(sum[i][n][k], xs + k * kLanes, (float)(1 << (2 * k)), f);
+          const float off = kFormatTraits[FORMAT_B3].offset * offset_sum(w, r + i, gsums + v0 + n);
+          y[(v0 + n) * ldy + r + i] = w.row_scales(r + i)[0] * Vec::hsum(f) + off;
+        }
+    };
+    int64_t v = 0;
+    if (rows == RB) {
+      for (; v + NB <= a.n; v += NB) tile(std::integral_constant<int, RB>{}, std::integral_constant<int, NB>{}, v);
+      for (; v < a.n; v++) tile(std::integral_constant<int, RB>{}, std::integral_constant<int, 1>{}, v);
+    } else {
+      for (; v < a.n; v++) tile(std::integral_constant<int, 1>{}, std::integral_constant<int, 1>{}, v);
+    }
+  }
+}
+
 template <class Vec, format FMT, bool INTEGER, class Args>
 void gemm_quant(const Args &p) {
   const qtensor &w = *p.w;
@@ -559,6 +630,9 @@ void gemm_quant(const Args &p) {
   gsums.resize(a.n * ng);
   for (int64_t v = 0; v < a.n; v++) group_sums(w, a.segment_sum.data() + v * n_seg, &gsums[v * ng]);
   constexpr int GR = Vec::kGemvRows, MR = Vec::kGemmRows, MN = Vec::kGemmVecs;
+  if constexpr (FMT == FORMAT_B3 && INTEGER && Vec::kFusedB3) {
+    if (b3_gemm_fusable(w, a.n)) return b3_gemm<Vec>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
+  }
   if (a.n == 1) {
     if (w.group) run_tiles<Vec, FMT, GR, 1, true, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
     else run_tiles<Vec, FMT, GR, 1, false, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
@@ -622,6 +696,7 @@ kernel_table make_table(isa id) {
   k.supports_group = supports_group<Vec>;
   k.read_bytes = read_bytes<Vec>;
   k.to_f16 = to_f16<Vec>;
+  k.fused_b3 = Vec::kFusedB3;
   k.attention_f32 = {attention_scores<Vec, float>, attention_mix<Vec, float>};
   k.attention_f16 = {attention_scores<Vec, uint16_t>, attention_mix<Vec, uint16_t>};
   return k;

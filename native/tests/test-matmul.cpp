@@ -117,8 +117,9 @@ std::vector<double> activation_error_bound(const problem &p, const act_q8 &nat) 
   return bound;
 }
 
-// The same quantized activations in natural order, for the reference kernel.
-act_q8 natural_copy(const act_q8 &a, format f) {
+// The same quantized activations in natural order, for the reference kernel (a fused 3-bit GEMM
+// multiplies both planes with the 2-bit plane's activations: the reference then does too).
+act_q8 natural_copy(const act_q8 &a, format f, bool fused_b3) {
   act_q8 nat = a;
   const format_traits &t = traits(f);
   for (int pl = 0; pl < t.n_planes; pl++) {
@@ -126,6 +127,7 @@ act_q8 natural_copy(const act_q8 &a, format f) {
     const act_q8_plane &in = a.planes[width_slot(w)];
     if (in.shape.vector_bytes) act_layout_to_natural(in, w, a.cols, a.n, nat.planes[width_slot(w)]);
   }
+  if (fused_b3) nat.planes[width_slot(1)] = nat.planes[width_slot(2)];
   return nat;
 }
 
@@ -141,7 +143,7 @@ void check_integer_path(const kernel_table &k, const problem &p, const reference
   act_prepare(kt, p.w.fmt, p.x.data(), n, p.w.cols, a);
   std::vector<float> y(n * rows), y_ref(n * rows), y_matmul(n * rows);
   kt.gemm_q8[p.w.fmt]({&p.w, &a, y.data(), rows, 0, rows});
-  const act_q8 nat = natural_copy(a, p.w.fmt);
+  const act_q8 nat = natural_copy(a, p.w.fmt, kt.fused_b3 && b3_gemm_fusable(p.w, n));
   kernels_ref().gemm_q8[p.w.fmt]({&p.w, &nat, y_ref.data(), rows, 0, rows});
   std::vector<double> yr(y_ref.begin(), y_ref.end());
   const double vs_ref = worst_ratio(p, y, yr, [&](int64_t v, int64_t i) { return 2e-6 * ref.abs_dot[v * rows + i] + 1e-6; });

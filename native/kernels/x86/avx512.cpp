@@ -37,6 +37,7 @@ struct VecAvx512 {
     __asm__("" : "+v"(v));
     return v;
   }
+  static void store(uint8_t *p, Codes v) { _mm512_storeu_si512(p, v); }
   template <int W, int K>
   static Codes field(Codes v) {
     const __m512i mask = _mm512_set1_epi8((char)((1 << W) - 1));
@@ -86,6 +87,30 @@ struct VecAvx512 {
     _mm256_storeu_si256(reinterpret_cast<__m256i *>(p), _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
   static float hsum(Fv f) { return _mm512_reduce_add_ps(f); }
+  // 3-bit codes: a 2-bit load covers four 64-column chunks, byte j of chunk c holding columns
+  // j + 16K; the 1-bit plane holds column j' + 8K' of the chunk at bit K' of its byte j'. So
+  // column 16K + j (j < 16) has its high bit at bit 2K + j / 8 of high byte j % 8: one VPERMB
+  // copies each chunk's 8 high bytes to both halves of its 16, and the upper halves shift down a
+  // bit, leaving bit 2K for every field K.
+  static constexpr bool kFusedB3 = true;
+  static Codes b3_high(const uint8_t *p) {
+    alignas(64) static const uint8_t index[64] = {
+        0,  1,  2,  3,  4,  5,  6,  7,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13,
+        14, 15, 8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 16, 17, 18, 19,
+        20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 24, 25, 26, 27, 28, 29, 30, 31};
+    const __m512i bytes = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+    const __m512i spread = _mm512_permutexvar_epi8(_mm512_load_si512(index), bytes);
+    // (a 16-bit shift moves a neighbour's bit 0 into bit 7, which no field reads)
+    return _mm512_mask_blend_epi8(0xff00ff00ff00ff00ull, spread, _mm512_srli_epi16(spread, 1));
+  }
+  template <int K>
+  static Codes b3_codes(Codes lo, Codes high) {
+    const __m512i low = K == 0 ? lo : _mm512_srli_epi16(lo, 2 * K);
+    const __m512i top = K == 0 ? _mm512_slli_epi16(high, 2) : K == 1 ? high : _mm512_srli_epi16(high, 2 * K - 2);
+    // (low & 3) | (top & ~3), then keep three bits
+    const __m512i merged = _mm512_ternarylogic_epi32(_mm512_set1_epi8(3), low, top, 0xca);
+    return _mm512_and_si512(merged, _mm512_set1_epi8(7));
+  }
   static Codes bxor(Codes a, Codes b) { return _mm512_xor_si512(a, b); }
   static uint64_t low64(Codes a) { return (uint64_t)_mm_cvtsi128_si64(_mm512_castsi512_si128(a)); }
 
