@@ -563,12 +563,14 @@ template <class Vec>
 void b3_gemm(const qtensor &w, const act_q8 &a, const float *gsums, int64_t r0, int64_t r1, float *y, int64_t ldy) {
   using P = plane_shape<Vec, 2>;
   constexpr int F = P::F, V = Vec::kBytes, kLanes = P::kLanes;
-  constexpr int RB = 2, NB = 3;  // RB x NB x F sums: 24 registers
+  // One field per pass over the codes (they stay in L1/L2), so a tile keeps RB x NB sums: each code
+  // load then feeds NB dot products and each activation load RB.
+  constexpr int RB = 4, NB = 6;
   static_assert(Vec::kAccs == 1 && P::KC == F, "classes per field, one accumulator");
   const act_q8_plane &L = a.planes[width_slot(2)];
   const int64_t n_super = L.n_super;
   const size_t stride = w.row_stride(), high_offset = plane_row_bytes(2, w.cols);
-  static thread_local std::vector<uint8_t> codes;  // [row][super-chunk][field][V]
+  static thread_local std::vector<uint8_t> codes;  // [row][field][super-chunk][V]: a pass reads on
   codes.resize((size_t)RB * n_super * F * V);
   for (int64_t r = r0; r < r1; r += RB) {
     const int rows = (int)std::min<int64_t>(RB, r1 - r);
@@ -579,43 +581,52 @@ void b3_gemm(const qtensor &w, const act_q8 &a, const float *gsums, int64_t r0, 
         const typename Vec::Codes low = Vec::load(lo + s * V), high = Vec::b3_high(hi + s * (V / 2));
         unrolled<F>([&](auto k) LB_INLINE {
           constexpr int K = decltype(k)::value;
-          Vec::store(out + (s * F + K) * V, Vec::template b3_codes<K>(low, high));
+          Vec::store(out + (K * n_super + s) * V, Vec::template b3_codes<K>(low, high));
         });
       }
     }
-    auto tile = [&](auto rows_c, auto vecs_c, int64_t v0) LB_INLINE {
+    auto tile = [&](auto rows_c, auto vecs_c, int i0, int64_t v0) LB_INLINE {
       constexpr int R = decltype(rows_c)::value, N = decltype(vecs_c)::value;
-      typename Vec::Sum sum[R][N][F];
+      typename Vec::Fv f[R][N];
       for (int i = 0; i < R; i++)
-        for (int n = 0; n < N; n++)
-          for (int k = 0; k < F; k++) sum[i][n][k] = Vec::sum_zero();
-      for (int64_t s = 0; s < n_super; s++)
-        unrolled<F>([&](auto k) LB_INLINE {
-          constexpr int K = decltype(k)::value;
-#pragma GCC unroll 4
+        for (int n = 0; n < N; n++) f[i][n] = Vec::f_zero();
+      unrolled<F>([&](auto k) LB_INLINE {
+        constexpr int K = decltype(k)::value;
+        typename Vec::Sum sum[R][N];
+        for (int i = 0; i < R; i++)
+          for (int n = 0; n < N; n++) sum[i][n] = Vec::sum_zero();
+        for (int64_t s = 0; s < n_super; s++) {
+#pragma GCC unroll 8
           for (int i = 0; i < R; i++) {
-            const typename Vec::Codes c = Vec::load(codes.data() + ((i * n_super + s) * F + K) * V);
-#pragma GCC unroll 4
+            const typename Vec::Codes c = Vec::load(codes.data() + (((i0 + i) * F + K) * n_super + s) * V);
+#pragma GCC unroll 8
             for (int n = 0; n < N; n++)
-              sum[i][n][K] = Vec::dot(sum[i][n][K], c, L.q.data() + (v0 + n) * L.q_stride + (s * F + K) * V);
+              sum[i][n] = Vec::dot(sum[i][n], c, L.q.data() + (v0 + n) * L.q_stride + (s * F + K) * V);
           }
-        });
+        }
+        // class scales of the in-place layout carry 2^-(2K); these codes are not shifted
+        for (int i = 0; i < R; i++)
+          for (int n = 0; n < N; n++)
+            f[i][n] = Vec::f_scale_by(sum[i][n], L.scale.data() + (v0 + n) * L.scale_stride + K * kLanes,
+                                      (float)(1 << (2 * K)), f[i][n]);
+      });
       for (int i = 0; i < R; i++)
         for (int n = 0; n < N; n++) {
-          typename Vec::Fv f = Vec::f_zero();
-          const float *xs = L.scale.data() + (v0 + n) * L.scale_stride;
-          // class scales of the in-place layout carry 2^-(2K); these codes are not shifted
-          for (int k = 0; k < F; k++) f = Vec::f_scale_by(sum[i][n][k], xs + k * kLanes, (float)(1 << (2 * k)), f);
-          const float off = kFormatTraits[FORMAT_B3].offset * offset_sum(w, r + i, gsums + v0 + n);
-          y[(v0 + n) * ldy + r + i] = w.row_scales(r + i)[0] * Vec::hsum(f) + off;
+          const int64_t row = r + i0 + i;
+          const float off = kFormatTraits[FORMAT_B3].offset * offset_sum(w, row, gsums + v0 + n);
+          y[(v0 + n) * ldy + row] = w.row_scales(row)[0] * Vec::hsum(f[i][n]) + off;
         }
     };
+    // Whole tiles, then fewer vectors, then single rows.
+    using std::integral_constant;
     int64_t v = 0;
     if (rows == RB) {
-      for (; v + NB <= a.n; v += NB) tile(std::integral_constant<int, RB>{}, std::integral_constant<int, NB>{}, v);
-      for (; v < a.n; v++) tile(std::integral_constant<int, RB>{}, std::integral_constant<int, 1>{}, v);
+      for (; v + NB <= a.n; v += NB) tile(integral_constant<int, RB>{}, integral_constant<int, NB>{}, 0, v);
+      for (; v + 2 <= a.n; v += 2) tile(integral_constant<int, RB>{}, integral_constant<int, 2>{}, 0, v);
+      for (; v < a.n; v++) tile(integral_constant<int, RB>{}, integral_constant<int, 1>{}, 0, v);
     } else {
-      for (; v < a.n; v++) tile(std::integral_constant<int, 1>{}, std::integral_constant<int, 1>{}, v);
+      for (int i = 0; i < rows; i++)
+        for (v = 0; v < a.n; v++) tile(integral_constant<int, 1>{}, integral_constant<int, 1>{}, i, v);
     }
   }
 }
