@@ -554,73 +554,59 @@ void run_tiles(const qtensor &w, const Act &a, const float *gsums, int64_t r0, i
     for (int64_t v = 0; v < a.n; v++) tile<Vec, FMT, 1, 1, GROUPED, INTEGER>(w, stride, a, gsums, r, v, y, ldy);
 }
 
-// 3-bit GEMM (several vectors) in one pass: the two planes of a few rows are merged once into
-// bytes of full codes (b3_codes), laid out as the fields of the 2-bit plane, and every vector
-// then multiplies them with the 2-bit activation layout: one dot product per 64 codes, where the
-// plane by plane kernels extract both planes again for every pair of vectors and sum each apart.
-// Where: b3_gemm_fusable() (kernels.h).
-template <class Vec>
-void b3_gemm(const qtensor &w, const act_q8 &a, const float *gsums, int64_t r0, int64_t r1, float *y, int64_t ldy) {
-  using P = plane_shape<Vec, 2>;
+// GEMM (several vectors) one field per pass: a tile of RB rows x NB vectors keeps one sum each
+// (24 registers), so every code load feeds NB dot products and every activation load RB; with a
+// sum per field class in registers only 2 x 2 or 2 x 3 tiles fit. The rows' codes stay in L1/L2
+// between passes. `Src` gives field K's codes of row i of a block, super-chunk s, as the kernels
+// of plane width W would extract them, and the factor its sums take (times the class scale).
+// One scale per row.
+constexpr int kFieldTileRows = 4, kFieldTileVecs = 6;
+template <class Vec, int W, class Src>
+void gemm_by_field(const qtensor &w, const act_q8 &a, const float *gsums, int64_t r0, int64_t r1, float *y,
+                   int64_t ldy, Src &src) {
+  using P = plane_shape<Vec, W>;
   constexpr int F = P::F, V = Vec::kBytes, kLanes = P::kLanes;
-  // One field per pass over the codes (they stay in L1/L2), so a tile keeps RB x NB sums: each code
-  // load then feeds NB dot products and each activation load RB.
-  constexpr int RB = 4, NB = 6;
+  constexpr int RB = kFieldTileRows, NB = kFieldTileVecs;
   static_assert(Vec::kAccs == 1 && P::KC == F, "classes per field, one accumulator");
-  const act_q8_plane &L = a.planes[width_slot(2)];
+  const act_q8_plane &L = a.planes[width_slot(W)];
   const int64_t n_super = L.n_super;
-  const size_t stride = w.row_stride(), high_offset = plane_row_bytes(2, w.cols);
-  static thread_local std::vector<uint8_t> codes;  // [row][field][super-chunk][V]: a pass reads on
-  codes.resize((size_t)RB * n_super * F * V);
+  auto tile = [&](auto rows_c, auto vecs_c, int i0, int64_t v0) LB_INLINE {
+    constexpr int R = decltype(rows_c)::value, N = decltype(vecs_c)::value;
+    typename Vec::Fv f[R][N];
+    for (int i = 0; i < R; i++)
+      for (int n = 0; n < N; n++) f[i][n] = Vec::f_zero();
+    unrolled<F>([&](auto k) LB_INLINE {
+      constexpr int K = decltype(k)::value;
+      typename Vec::Sum sum[R][N];
+      for (int i = 0; i < R; i++)
+        for (int n = 0; n < N; n++) sum[i][n] = Vec::sum_zero();
+      for (int64_t s = 0; s < n_super; s++) {
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+          const typename Vec::Codes c = src.template codes<K>(i0 + i, s);
+#pragma GCC unroll 8
+          for (int n = 0; n < N; n++)
+            sum[i][n] = Vec::dot(sum[i][n], c, L.q.data() + (v0 + n) * L.q_stride + (s * F + K) * V);
+        }
+      }
+      for (int i = 0; i < R; i++)
+        for (int n = 0; n < N; n++)
+          f[i][n] = Vec::f_scale_by(sum[i][n], L.scale.data() + (v0 + n) * L.scale_stride + K * kLanes,
+                                    Src::template factor<K>(), f[i][n]);
+    });
+    for (int i = 0; i < R; i++)
+      for (int n = 0; n < N; n++) {
+        const int64_t row = src.first + i0 + i;
+        const float off = src.offset * offset_sum(w, row, gsums + v0 + n);
+        y[(v0 + n) * ldy + row] = w.row_scales(row)[0] * Vec::hsum(f[i][n]) + off;
+      }
+  };
+  using std::integral_constant;
   for (int64_t r = r0; r < r1; r += RB) {
     const int rows = (int)std::min<int64_t>(RB, r1 - r);
-    for (int i = 0; i < rows; i++) {
-      const uint8_t *lo = w.row(r + i, stride), *hi = lo + high_offset;
-      uint8_t *out = codes.data() + (size_t)i * n_super * F * V;
-      for (int64_t s = 0; s < n_super; s++) {
-        const typename Vec::Codes low = Vec::load(lo + s * V), high = Vec::b3_high(hi + s * (V / 2));
-        unrolled<F>([&](auto k) LB_INLINE {
-          constexpr int K = decltype(k)::value;
-          Vec::store(out + (K * n_super + s) * V, Vec::template b3_codes<K>(low, high));
-        });
-      }
-    }
-    auto tile = [&](auto rows_c, auto vecs_c, int i0, int64_t v0) LB_INLINE {
-      constexpr int R = decltype(rows_c)::value, N = decltype(vecs_c)::value;
-      typename Vec::Fv f[R][N];
-      for (int i = 0; i < R; i++)
-        for (int n = 0; n < N; n++) f[i][n] = Vec::f_zero();
-      unrolled<F>([&](auto k) LB_INLINE {
-        constexpr int K = decltype(k)::value;
-        typename Vec::Sum sum[R][N];
-        for (int i = 0; i < R; i++)
-          for (int n = 0; n < N; n++) sum[i][n] = Vec::sum_zero();
-        for (int64_t s = 0; s < n_super; s++) {
-#pragma GCC unroll 8
-          for (int i = 0; i < R; i++) {
-            const typename Vec::Codes c = Vec::load(codes.data() + (((i0 + i) * F + K) * n_super + s) * V);
-#pragma GCC unroll 8
-            for (int n = 0; n < N; n++)
-              sum[i][n] = Vec::dot(sum[i][n], c, L.q.data() + (v0 + n) * L.q_stride + (s * F + K) * V);
-          }
-        }
-        // class scales of the in-place layout carry 2^-(2K); these codes are not shifted
-        for (int i = 0; i < R; i++)
-          for (int n = 0; n < N; n++)
-            f[i][n] = Vec::f_scale_by(sum[i][n], L.scale.data() + (v0 + n) * L.scale_stride + K * kLanes,
-                                      (float)(1 << (2 * K)), f[i][n]);
-      });
-      for (int i = 0; i < R; i++)
-        for (int n = 0; n < N; n++) {
-          const int64_t row = r + i0 + i;
-          const float off = kFormatTraits[FORMAT_B3].offset * offset_sum(w, row, gsums + v0 + n);
-          y[(v0 + n) * ldy + row] = w.row_scales(row)[0] * Vec::hsum(f[i][n]) + off;
-        }
-    };
-    // Whole tiles, then fewer vectors, then single rows.
-    using std::integral_constant;
+    src.start(r, rows);
     int64_t v = 0;
-    if (rows == RB) {
+    if (rows == RB) {  // whole tiles, then fewer vectors; leftover rows one at a time
       for (; v + NB <= a.n; v += NB) tile(integral_constant<int, RB>{}, integral_constant<int, NB>{}, 0, v);
       for (; v + 2 <= a.n; v += 2) tile(integral_constant<int, RB>{}, integral_constant<int, 2>{}, 0, v);
       for (; v < a.n; v++) tile(integral_constant<int, RB>{}, integral_constant<int, 1>{}, 0, v);
@@ -630,6 +616,63 @@ void b3_gemm(const qtensor &w, const act_q8 &a, const float *gsums, int64_t r0, 
     }
   }
 }
+
+// Codes of a one-plane format, each field masked in place from the packed rows (the class scales
+// of in-place layouts carry the 2^-(W*K)).
+template <class Vec, format FMT>
+struct plane_fields {
+  static constexpr int W = kFormatTraits[FMT].plane_bits[0];
+  static constexpr float offset = kFormatTraits[FMT].offset;
+  const qtensor &w;
+  size_t stride;
+  int64_t first = 0;
+  const uint8_t *rows[kFieldTileRows] = {};
+  void start(int64_t r, int count) {
+    first = r;
+    for (int i = 0; i < count; i++) rows[i] = w.row(r + i, stride);
+  }
+  template <int K>
+  typename Vec::Codes codes(int i, int64_t s) const {
+    return Vec::template field_in_place<W, K>(Vec::load(rows[i] + s * Vec::kBytes));
+  }
+  template <int K>
+  static constexpr float factor() { return 1.0f; }
+};
+
+// 3-bit codes: the two planes of a block's rows merged once into bytes of full codes (b3_high,
+// b3_codes), field by field in the 2-bit plane's order, to be multiplied with the 2-bit
+// activation layout: one dot product per 64 codes, where the plane by plane kernels extract both
+// planes again for every tile of vectors and sum each apart. Where: b3_gemm_fusable() (kernels.h).
+template <class Vec>
+struct b3_merged {
+  static constexpr int F = 4, V = Vec::kBytes;
+  static constexpr float offset = kFormatTraits[FORMAT_B3].offset;
+  const qtensor &w;
+  size_t stride;
+  int64_t n_super, first = 0;
+  std::vector<uint8_t> &merged;  // [row][field][super-chunk][V]: a pass reads in address order
+  void start(int64_t r, int count) {
+    first = r;
+    merged.resize((size_t)kFieldTileRows * F * n_super * V);
+    for (int i = 0; i < count; i++) {
+      const uint8_t *lo = w.row(r + i, stride), *hi = lo + plane_row_bytes(2, w.cols);
+      for (int64_t s = 0; s < n_super; s++) {
+        const typename Vec::Codes low = Vec::load(lo + s * V), high = Vec::b3_high(hi + s * (V / 2));
+        unrolled<F>([&](auto k) LB_INLINE {
+          constexpr int K = decltype(k)::value;
+          Vec::store(merged.data() + ((i * F + K) * n_super + s) * V, Vec::template b3_codes<K>(low, high));
+        });
+      }
+    }
+  }
+  template <int K>
+  typename Vec::Codes codes(int i, int64_t s) const {
+    return Vec::load(merged.data() + ((i * F + K) * n_super + s) * V);
+  }
+  // the in-place class scales carry 2^-(2K); these codes are not shifted
+  template <int K>
+  static constexpr float factor() { return (float)(1 << (2 * K)); }
+};
 
 template <class Vec, format FMT, bool INTEGER, class Args>
 void gemm_quant(const Args &p) {
@@ -641,8 +684,21 @@ void gemm_quant(const Args &p) {
   gsums.resize(a.n * ng);
   for (int64_t v = 0; v < a.n; v++) group_sums(w, a.segment_sum.data() + v * n_seg, &gsums[v * ng]);
   constexpr int GR = Vec::kGemvRows, MR = Vec::kGemmRows, MN = Vec::kGemmVecs;
+  // 1-bit GEMMs by field: with eight field classes the plane-by-plane tiles hold one row. (2- and
+  // 4-bit GEMMs measured 10-25% slower by field: their tiles hold 2-4 rows, and a by-field pass
+  // re-reads each row once per field.)
+  if constexpr (INTEGER && Vec::kFieldsInPlace && FMT == FORMAT_B1) {
+    if (a.n >= kFieldTileVecs && !w.group) {
+      plane_fields<Vec, FMT> src{w, w.row_stride()};
+      return gemm_by_field<Vec, plane_fields<Vec, FMT>::W>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy, src);
+    }
+  }
   if constexpr (FMT == FORMAT_B3 && INTEGER && Vec::kFusedB3) {
-    if (b3_gemm_fusable(w, a.n)) return b3_gemm<Vec>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
+    if (b3_gemm_fusable(w, a.n)) {
+      static thread_local std::vector<uint8_t> merged;
+      b3_merged<Vec> src{w, w.row_stride(), a.planes[width_slot(2)].n_super, 0, merged};
+      return gemm_by_field<Vec, 2>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy, src);
+    }
   }
   if (a.n == 1) {
     if (w.group) run_tiles<Vec, FMT, GR, 1, true, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);

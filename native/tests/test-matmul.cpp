@@ -15,7 +15,7 @@ using namespace lb;
 namespace {
 
 const int64_t kCols[] = {1, 3, 31, 32, 33, 63, 64, 65, 100, 172, 255, 256, 257, 500, 512, 513, 1000, 1152};
-const int64_t kRowsVecs[][2] = {{1, 1}, {4, 1}, {5, 1}, {13, 1}, {3, 2}, {5, 3}, {9, 5}, {4, 8}};
+const int64_t kRowsVecs[][2] = {{1, 1}, {4, 1}, {5, 1}, {13, 1}, {3, 2}, {5, 3}, {9, 5}, {4, 8}, {11, 15}};
 
 struct problem {
   qtensor w;
