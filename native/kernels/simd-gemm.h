@@ -26,7 +26,8 @@
 //   f_set1(v), f_store(p, f)      v in every lane; store kFloats floats
 //   hsum(f)                       sum of the lanes
 //   bxor(a, b), low64(a)          for the bandwidth probe
-//   kFusedB3                      has the two primitives below (3-bit GEMM in one pass):
+//   kFusedB3                      has store(p, codes) and the two primitives below (3-bit GEMM
+//                                 in one pass):
 //   b3_high(p)                    from the 1-bit plane bytes of one 2-bit super-chunk (kBytes / 2
 //                                 at p), each column's high bit at bit 2K of the byte where field
 //                                 K of the 2-bit load holds the column's low bits
