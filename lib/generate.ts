@@ -269,21 +269,15 @@ export class LowbitGeneration implements AsyncIterable<GenerateChunk> {
       prefillTokensPerSecond: 0, decodeTokensPerSecond: 0, finishReason: 'length',
     };
     // The native loop ends by itself on the same conditions as the loop below (an end id, the
-    // token limit, a full context); it is aborted when this one stops first.
+    // token limit, a full context); it is aborted when this one stops first. Its errors reach
+    // this loop through feed.take().
     const feed = new TokenFeed(context);
-    let loop: Promise<void> | undefined, loopEnded = false;
-    const startLoop = (): Promise<void> => {
-      const endIds = Int32Array.from(this.options.ignoreEos ? [] : stopIds);
-      const started = feed.start(Int32Array.from(prompt.slice(cached)), sampler, maxTokens, endIds).finally(() => {
-        loopEnded = true;
-      });
-      started.catch(() => undefined);  // its error reaches the caller through feed.take()
-      return started;
-    };
+    const endIds = Int32Array.from(this.options.ignoreEos ? [] : stopIds);
+    let loop: Promise<void> | undefined;
     // The next token and the seconds the native loop spent on it (started by the first call).
     const take = async (): Promise<[number, number]> => {
       try {
-        loop ??= startLoop();
+        loop ??= feed.start(Int32Array.from(prompt.slice(cached)), sampler, maxTokens, endIds);
         return await feed.take();
       } catch (error) {
         if (signal?.aborted) {
@@ -332,7 +326,7 @@ export class LowbitGeneration implements AsyncIterable<GenerateChunk> {
       }
     } finally {
       if (loop) {
-        if (!loopEnded) context.abort();
+        context.abort();  // no-op once the loop has ended; the next call's claim clears it
         await loop.catch(() => undefined);
       }
       signal?.removeEventListener('abort', onAbort);

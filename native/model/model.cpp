@@ -221,8 +221,9 @@ void kv_store(context &c, int layer, int pos, const float *keys, const float *va
   const size_t kv_dim = (size_t)c.m->config.n_kv_heads * c.m->config.head_dim;
   static thread_local std::vector<uint16_t> half;
   half.resize(2 * kv_dim);
-  active_kernels().to_f16(keys, (int64_t)kv_dim, half.data());
-  active_kernels().to_f16(values, (int64_t)kv_dim, half.data() + kv_dim);
+  const kernel_table &k = active_kernels();
+  k.to_f16(keys, (int64_t)kv_dim, half.data());
+  k.to_f16(values, (int64_t)kv_dim, half.data() + kv_dim);
   kv_store_as(c, layer, pos, half.data(), half.data() + kv_dim);
 }
 
