@@ -538,21 +538,63 @@ inline void tile(const qtensor &w, size_t stride, const Act &a, const float *gsu
     }
 }
 
-// Rows [r0, r1) x all vectors: R x N tiles, then the leftover rows and vectors one at a time.
+// Cache blocking of a GEMM: rows [r0, r1) x vectors [0, n) as blocks of about kBlockBytes of
+// weights (rows, a multiple of row_align) by kBlockBytes of activations (vectors, a multiple of
+// vec_align), fn(r0, r1, v0, v1) for each, vectors inner: a block's weights and activations stay
+// in L2 while the other side sweeps them. Without it every tile of rows read all n vectors'
+// activations again from L3 (a 512-token prompt's are 4 MiB for 8192 columns).
+constexpr size_t kBlockBytes = 128 << 10;
+template <class Fn>
+void for_each_block(int64_t r0, int64_t r1, int64_t n, int row_align, int vec_align, size_t row_bytes,
+                    size_t vec_bytes, Fn fn) {
+  auto block = [](size_t item_bytes, int align) {
+    return std::max<int64_t>(align, (int64_t)(kBlockBytes / std::max<size_t>(item_bytes, 1)) / align * align);
+  };
+  const int64_t rb = block(row_bytes, row_align), vb = block(vec_bytes, vec_align);
+  for (int64_t r = r0; r < r1; r += rb)
+    for (int64_t v = 0; v < n; v += vb) fn(r, std::min(r1, r + rb), v, std::min(n, v + vb));
+}
+
+// Bytes of int8 activations one vector of `a` holds over every plane width built.
+inline size_t act_vector_bytes(const act_q8 &a) {
+  size_t bytes = 0;
+  for (const act_q8_plane &p : a.planes)
+    if (p.built) bytes += p.q_stride;
+  return bytes;
+}
+inline size_t act_vector_bytes(const act_f32 &a) {
+  size_t bytes = 0;
+  for (const act_f32_plane &p : a.planes)
+    if (p.built) bytes += p.stride * sizeof(float);
+  return bytes;
+}
+
+// Rows [r0, r1) x vectors [v0, v1): R x N tiles, then the leftover rows and vectors one at a time.
 template <class Vec, format FMT, int R, int N, bool GROUPED, bool INTEGER, class Act>
-void run_tiles(const qtensor &w, const Act &a, const float *gsums, int64_t r0, int64_t r1, float *y, int64_t ldy) {
+void run_tiles(const qtensor &w, const Act &a, const float *gsums, int64_t r0, int64_t r1, int64_t v0, int64_t v1,
+               float *y, int64_t ldy) {
   const size_t stride = w.row_stride();
   int64_t r = r0;
   for (; r + R <= r1; r += R) {
     // Scales live apart from the codes, where the code prefetch does not reach: fetch them a few
     // tiles ahead, or each new line of them stalls a tile on a DRAM miss.
     __builtin_prefetch(w.row_scales(std::min(r + 8 * R, w.rows - 1)), 0, 1);
-    int64_t v = 0;
-    for (; v + N <= a.n; v += N) tile<Vec, FMT, R, N, GROUPED, INTEGER>(w, stride, a, gsums, r, v, y, ldy);
-    for (; v < a.n; v++) tile<Vec, FMT, R, 1, GROUPED, INTEGER>(w, stride, a, gsums, r, v, y, ldy);
+    int64_t v = v0;
+    for (; v + N <= v1; v += N) tile<Vec, FMT, R, N, GROUPED, INTEGER>(w, stride, a, gsums, r, v, y, ldy);
+    for (; v < v1; v++) tile<Vec, FMT, R, 1, GROUPED, INTEGER>(w, stride, a, gsums, r, v, y, ldy);
   }
   for (; r < r1; r++)
-    for (int64_t v = 0; v < a.n; v++) tile<Vec, FMT, 1, 1, GROUPED, INTEGER>(w, stride, a, gsums, r, v, y, ldy);
+    for (int64_t v = v0; v < v1; v++) tile<Vec, FMT, 1, 1, GROUPED, INTEGER>(w, stride, a, gsums, r, v, y, ldy);
+}
+
+// run_tiles over all vectors, in cache blocks when there are several.
+template <class Vec, format FMT, int R, int N, bool GROUPED, bool INTEGER, class Act>
+void run_blocks(const qtensor &w, const Act &a, const float *gsums, int64_t r0, int64_t r1, float *y, int64_t ldy) {
+  if (a.n == 1) return run_tiles<Vec, FMT, R, N, GROUPED, INTEGER>(w, a, gsums, r0, r1, 0, 1, y, ldy);
+  for_each_block(r0, r1, a.n, R, N, w.row_stride(), act_vector_bytes(a),
+                 [&](int64_t rb0, int64_t rb1, int64_t vb0, int64_t vb1) {
+                   run_tiles<Vec, FMT, R, N, GROUPED, INTEGER>(w, a, gsums, rb0, rb1, vb0, vb1, y, ldy);
+                 });
 }
 
 // GEMM (several vectors) one field per pass: a tile of RB rows x NB vectors keeps one sum each
@@ -603,19 +645,21 @@ void gemm_by_field(const qtensor &w, const act_q8 &a, const float *gsums, int64_
       }
   };
   using std::integral_constant;
-  for (int64_t r = r0; r < r1; r += RB) {
-    const int rows = (int)std::min<int64_t>(RB, r1 - r);
-    src.start(r, rows);
-    int64_t v = 0;
-    if (rows == RB) {  // whole tiles, then fewer vectors; leftover rows one at a time
-      for (; v + NB <= a.n; v += NB) tile(integral_constant<int, RB>{}, integral_constant<int, NB>{}, 0, v);
-      for (; v + 2 <= a.n; v += 2) tile(integral_constant<int, RB>{}, integral_constant<int, 2>{}, 0, v);
-      for (; v < a.n; v++) tile(integral_constant<int, RB>{}, integral_constant<int, 1>{}, 0, v);
-    } else {
-      for (int i = 0; i < rows; i++)
-        for (v = 0; v < a.n; v++) tile(integral_constant<int, 1>{}, integral_constant<int, 1>{}, i, v);
+  for_each_block(r0, r1, a.n, RB, NB, w.row_stride(), L.q_stride, [&](int64_t rb0, int64_t rb1, int64_t vb0, int64_t vb1) {
+    for (int64_t r = rb0; r < rb1; r += RB) {
+      const int rows = (int)std::min<int64_t>(RB, rb1 - r);
+      src.start(r, rows);
+      int64_t v = vb0;
+      if (rows == RB) {  // whole tiles, then fewer vectors; leftover rows one at a time
+        for (; v + NB <= vb1; v += NB) tile(integral_constant<int, RB>{}, integral_constant<int, NB>{}, 0, v);
+        for (; v + 2 <= vb1; v += 2) tile(integral_constant<int, RB>{}, integral_constant<int, 2>{}, 0, v);
+        for (; v < vb1; v++) tile(integral_constant<int, RB>{}, integral_constant<int, 1>{}, 0, v);
+      } else {
+        for (int i = 0; i < rows; i++)
+          for (v = vb0; v < vb1; v++) tile(integral_constant<int, 1>{}, integral_constant<int, 1>{}, i, v);
+      }
     }
-  }
+  });
 }
 
 // Codes of a one-plane format, each field masked in place from the packed rows (the class scales
@@ -702,11 +746,11 @@ void gemm_quant(const Args &p) {
     }
   }
   if (a.n == 1) {
-    if (w.group) run_tiles<Vec, FMT, GR, 1, true, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
-    else run_tiles<Vec, FMT, GR, 1, false, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
+    if (w.group) run_blocks<Vec, FMT, GR, 1, true, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
+    else run_blocks<Vec, FMT, GR, 1, false, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
   } else {
-    if (w.group) run_tiles<Vec, FMT, MR, MN, true, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
-    else run_tiles<Vec, FMT, MR, MN, false, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
+    if (w.group) run_blocks<Vec, FMT, MR, MN, true, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
+    else run_blocks<Vec, FMT, MR, MN, false, INTEGER>(w, a, gsums.data(), p.r0, p.r1, p.y, p.ldy);
   }
 }
 

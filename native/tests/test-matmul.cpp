@@ -7,6 +7,7 @@
 #include "../core/pool.h"
 #include "../core/quantize.h"
 #include "../kernels/kernels.h"
+#include "../kernels/simd-gemm.h"
 #include "every-isa.h"
 #include "harness.h"
 
@@ -157,20 +158,22 @@ void check_integer_path(const kernel_table &k, const problem &p, const reference
   CHECK_MSG(y_matmul == y, what + " matmul() differs from the kernel it should run");
 }
 
+// Both activation paths of one random problem against the references.
+void check_shape(const kernel_table &k, format f, int64_t rows, int64_t cols, int64_t n, int64_t group, lbtest::rng &r) {
+  problem p = make_problem(r, f, rows, cols, n, group);
+  references ref = make_references(p);
+  const std::string what = describe(k, f, rows, cols, n, group);
+  if (traits(f).quantized) check_integer_path(k, p, ref, what);
+  std::vector<float> y(n * rows);
+  matmul(p.w, p.x.data(), n, y.data(), ACT_F32, 2, k);
+  const double vs_exact = worst_ratio(p, y, ref.exact, [&](int64_t v, int64_t i) { return 2e-6 * ref.abs_dot[v * rows + i] + 1e-6; });
+  CHECK_MSG(vs_exact <= 1, what + " float path vs float64: " + std::to_string(vs_exact));
+}
+
 void check_kernels(const kernel_table &k, format f, int64_t group, lbtest::rng &r) {
   for (int64_t cols : kCols) {
     if (!qtensor_check_shape(f, 1, cols, group).empty()) continue;
-    for (auto &rv : kRowsVecs) {
-      const int64_t rows = rv[0], n = rv[1];
-      problem p = make_problem(r, f, rows, cols, n, group);
-      references ref = make_references(p);
-      const std::string what = describe(k, f, rows, cols, n, group);
-      if (traits(f).quantized) check_integer_path(k, p, ref, what);
-      std::vector<float> y(n * rows);
-      matmul(p.w, p.x.data(), n, y.data(), ACT_F32, 2, k);
-      const double vs_exact = worst_ratio(p, y, ref.exact, [&](int64_t v, int64_t i) { return 2e-6 * ref.abs_dot[v * rows + i] + 1e-6; });
-      CHECK_MSG(vs_exact <= 1, what + " float path vs float64: " + std::to_string(vs_exact));
-    }
+    for (auto &rv : kRowsVecs) check_shape(k, f, rv[0], cols, rv[1], group, r);
   }
 }
 
@@ -188,6 +191,34 @@ TEST(matmul_scale_groups) {
   lbtest::for_each_isa([&](const kernel_table &k) {
     for (int f = FORMAT_B1; f < FORMAT_COUNT; f++)
       for (int64_t group : {32, 64, 256, 512, 1024}) check_kernels(k, (format)f, group, r);
+  });
+}
+
+// GEMM cache blocks (simd-gemm.h) tile rows x vectors exactly once, whole tiles except the last.
+TEST(gemm_blocks_cover_every_tile_once) {
+  for (int64_t rows : {1, 5, 64, 1000})
+    for (int64_t n : {1, 7, 40})
+      for (size_t row_bytes : {(size_t)1, (size_t)1000, simd::kBlockBytes + 1})
+        for (size_t vec_bytes : {(size_t)64, (size_t)5000}) {
+          std::vector<int> seen(rows * n, 0);
+          simd::for_each_block(3, 3 + rows, n, 4, 6, row_bytes, vec_bytes, [&](int64_t r0, int64_t r1, int64_t v0, int64_t v1) {
+            CHECK((r0 - 3) % 4 == 0 && (v0 % 6) == 0 && r1 > r0 && v1 > v0);
+            CHECK(r1 - r0 == 4 || (size_t)(r1 - r0) * row_bytes <= simd::kBlockBytes || r1 == 3 + rows);
+            CHECK(v1 - v0 == 6 || (size_t)(v1 - v0) * vec_bytes <= simd::kBlockBytes || v1 == n);
+            for (int64_t r = r0; r < r1; r++)
+              for (int64_t v = v0; v < v1; v++) seen[(r - 3) * n + v]++;
+          });
+          CHECK(std::all_of(seen.begin(), seen.end(), [](int c) { return c == 1; }));
+        }
+}
+
+// A prompt-sized GEMM: 8192 columns of activations (8-16 KiB a vector) and rows of 1-3 KiB span
+// several blocks of rows and of vectors, with leftovers: each kind of GEMM (1-bit by field, 3-bit
+// merged, plane by plane) against the references.
+TEST(matmul_cache_blocks) {
+  lbtest::rng r(11);
+  lbtest::for_each_isa([&](const kernel_table &k) {
+    for (format f : {FORMAT_B1, FORMAT_B2, FORMAT_B3}) check_shape(k, f, 70, 8192, 18, 0, r);
   });
 }
 
