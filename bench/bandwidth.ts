@@ -7,13 +7,18 @@ import { binding, type IsaName } from '../lib/native';
 
 const cache = new Map<string, number>();
 
+/** GB/s of reading `bytes` repeatedly on `threads` threads, measured now. */
+function measureReadBandwidth(bytes: number, threads: number, isas: readonly IsaName[], seconds: number): number {
+  const simd = isas.filter((i) => i !== 'ref');
+  return Math.max(...(simd.length ? simd : isas).map((isa) => bytes / binding().measureRead(bytes, threads, seconds, isa) / 1e9));
+}
+
 /** GB/s of reading `bytes` repeatedly on `threads` threads (measured once per size and count). */
 export function readBandwidth(bytes: number, threads: number, isas: readonly IsaName[], seconds = 0.5): number {
   const key = `${bytes}/${threads}`;
   let best = cache.get(key);
   if (best === undefined) {
-    const simd = isas.filter((i) => i !== 'ref');
-    best = Math.max(...(simd.length ? simd : isas).map((isa) => bytes / binding().measureRead(bytes, threads, seconds, isa) / 1e9));
+    best = measureReadBandwidth(bytes, threads, isas, seconds);
     cache.set(key, best);
   }
   return best;
@@ -22,9 +27,14 @@ export function readBandwidth(bytes: number, threads: number, isas: readonly Isa
 export const MiB = 2 ** 20;
 export const GiB = 2 ** 30;
 
-/** DRAM read bandwidth: a streaming read of 1 GiB, far beyond any cache. */
+/** DRAM read bandwidth: a streaming read of 1 GiB, far beyond any cache (the run's first measurement). */
 export function dramBandwidth(threads: number, isas: readonly IsaName[]): number {
   return readBandwidth(GiB, threads, isas, 1.0);
+}
+
+/** DRAM read bandwidth measured again now, for a ratio to a measurement taken right after it. */
+export function dramBandwidthNow(threads: number, isas: readonly IsaName[]): number {
+  return measureReadBandwidth(GiB, threads, isas, 1.0);
 }
 
 /**

@@ -20,7 +20,7 @@ import { exportGguf, type GgufLinearType } from '../lib/convert/gguf-export';
 import { SYNTH_SHAPES, type SynthShapeName, synthModel } from '../lib/convert/synth';
 import { openModel } from '../lib/io';
 import { EMBED_TOKENS, LM_HEAD } from '../lib/io/llama';
-import { dramBandwidth } from './bandwidth';
+import { dramBandwidth, dramBandwidthNow } from './bandwidth';
 import { CONTEXT, DECODE_TOKENS, PROMPT_TOKENS, type WorkerResult } from './generate-worker';
 
 const BITS_FORMAT: Record<string, string> = { 1: 'b1', 1.58: 't158', 2: 'b2', 3: 'b3', 4: 'b4' };
@@ -33,12 +33,14 @@ export interface GenerateResult {
   promptTokens: number;
   genTokens: number;
   prefillTps: number;
+  /** The median of decodeRoundsTps (decode timed DECODE_ROUNDS times in one process). */
   decodeTps: number;
+  decodeRoundsTps: number[];
   rssBytes: number;
   fileBytes: number;
   /** Bytes a decode step reads: every weight but the embedding rows it gathers, plus the KV cache. */
   bytesPerToken: number;
-  /** DRAM read bandwidth measured in this run for the thread count. */
+  /** DRAM read bandwidth for the thread count, measured just before this row's process ran. */
   bandwidthGBps: number;
   /** decodeTps x bytesPerToken / bandwidth. */
   rooflineRatio: number;
@@ -116,8 +118,9 @@ const results: GenerateResult[] = [];
 function measure(engine: GenerateResult['engine'], shape: SynthShapeName, format: string, file: string) {
   const bytesPerToken = weightBytesPerToken(file) + kvBytesPerToken(shape);
   for (const threads of threadCounts) {
+    // measured afresh for every row: this shared machine's bandwidth drifts within a run
+    const bandwidthGBps = dramBandwidthNow(threads, cpuInfo().isas);
     const r = runWorker(engine, file, threads, SYNTH_SHAPES[shape].config.vocabSize);
-    const bandwidthGBps = dramBandwidth(threads, cpuInfo().isas);
     const row: GenerateResult = {
       engine, shape, format, threads, promptTokens: PROMPT_TOKENS, genTokens: DECODE_TOKENS, ...r, bytesPerToken, bandwidthGBps,
       rooflineRatio: (r.decodeTps * bytesPerToken) / (bandwidthGBps * 1e9),
