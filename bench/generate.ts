@@ -4,7 +4,8 @@
  * (node-llama-cpp 3.21.1) running the same weights in its nearest types — Q4_0 (from b4), TQ2_0 and
  * TQ1_0 (from t158; only where rows are whole 256-blocks) — with F16 embeddings and head on both
  * sides. Each measurement runs in its own process. Reports each decode rate as a share of the
- * DRAM roofline measured in the same run: tokens/s x bytes read per token / read bandwidth.
+ * DRAM roofline measured in the same run: tokens/s x bytes read per token / read bandwidth (the
+ * median of reads measured at the start and before every row).
  * Writes bench/results/generate.json.
  *
  * Options: --shapes llama-1b,mobilellm-600m  --bits 1,1.58,2,3,4  --threads 1,2  --no-peer
@@ -20,7 +21,7 @@ import { exportGguf, type GgufLinearType } from '../lib/convert/gguf-export';
 import { SYNTH_SHAPES, type SynthShapeName, synthModel } from '../lib/convert/synth';
 import { openModel } from '../lib/io';
 import { EMBED_TOKENS, LM_HEAD } from '../lib/io/llama';
-import { dramBandwidth, dramBandwidthNow } from './bandwidth';
+import { dramBandwidthNow } from './bandwidth';
 import { CONTEXT, DECODE_TOKENS, PROMPT_TOKENS, type WorkerResult } from './generate-worker';
 
 const BITS_FORMAT: Record<string, string> = { 1: 'b1', 1.58: 't158', 2: 'b2', 3: 'b3', 4: 'b4' };
@@ -40,8 +41,13 @@ export interface GenerateResult {
   fileBytes: number;
   /** Bytes a decode step reads: every weight but the embedding rows it gathers, plus the KV cache. */
   bytesPerToken: number;
-  /** DRAM read bandwidth for the thread count, measured just before this row's process ran. */
+  /**
+   * DRAM read bandwidth for the thread count: the median of the run's measurements (one at the
+   * start, one just before each row), since this shared machine's bandwidth drifts within a run.
+   */
   bandwidthGBps: number;
+  /** The measurement taken just before this row's process ran. */
+  rowBandwidthGBps: number;
   /** decodeTps x bytesPerToken / bandwidth. */
   rooflineRatio: number;
 }
@@ -115,28 +121,51 @@ function ggufFile(shape: SynthShapeName, from: string, type: GgufLinearType): st
 
 const results: GenerateResult[] = [];
 
+/** DRAM bandwidth measurements of this run by thread count (GB/s). */
+const bandwidths = new Map<number, number[]>();
+
+function measureBandwidth(threads: number): number {
+  const gbps = dramBandwidthNow(threads, cpuInfo().isas);
+  bandwidths.set(threads, [...(bandwidths.get(threads) ?? []), gbps]);
+  return gbps;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b), mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
 function measure(engine: GenerateResult['engine'], shape: SynthShapeName, format: string, file: string) {
   const bytesPerToken = weightBytesPerToken(file) + kvBytesPerToken(shape);
   for (const threads of threadCounts) {
-    // measured afresh for every row: this shared machine's bandwidth drifts within a run
-    const bandwidthGBps = dramBandwidthNow(threads, cpuInfo().isas);
+    const rowBandwidthGBps = measureBandwidth(threads);
     const r = runWorker(engine, file, threads, SYNTH_SHAPES[shape].config.vocabSize);
-    const row: GenerateResult = {
-      engine, shape, format, threads, promptTokens: PROMPT_TOKENS, genTokens: DECODE_TOKENS, ...r, bytesPerToken, bandwidthGBps,
-      rooflineRatio: (r.decodeTps * bytesPerToken) / (bandwidthGBps * 1e9),
-    };
-    results.push(row);
+    // bandwidthGBps and rooflineRatio are set once the run's measurements are all in
+    results.push({
+      engine, shape, format, threads, promptTokens: PROMPT_TOKENS, genTokens: DECODE_TOKENS, ...r, bytesPerToken,
+      bandwidthGBps: 0, rowBandwidthGBps, rooflineRatio: 0,
+    });
     console.log(
       `${engine.padEnd(9)} ${shape.padEnd(15)} ${format.padEnd(6)} ${threads}t  decode ${r.decodeTps.toFixed(1).padStart(6)} tok/s ` +
-        `(roofline ${row.rooflineRatio.toFixed(2)})  prefill ${r.prefillTps.toFixed(1).padStart(6)} tok/s  ` +
-        `RSS ${(r.rssBytes / 2 ** 20).toFixed(0)} MiB  file ${(r.fileBytes / 2 ** 20).toFixed(0)} MiB`,
+        `(${(r.decodeTps * bytesPerToken / 1e9).toFixed(1)} GB/s; read ${rowBandwidthGBps.toFixed(1)} GB/s before)  ` +
+        `prefill ${r.prefillTps.toFixed(1).padStart(6)} tok/s  RSS ${(r.rssBytes / 2 ** 20).toFixed(0)} MiB  file ${(r.fileBytes / 2 ** 20).toFixed(0)} MiB`,
     );
   }
 }
 
+/** Every row's roofline against the median bandwidth of the run for its thread count. */
+function finishRooflines() {
+  for (const row of results) {
+    row.bandwidthGBps = median(bandwidths.get(row.threads)!);
+    row.rooflineRatio = (row.decodeTps * row.bytesPerToken) / (row.bandwidthGBps * 1e9);
+  }
+  for (const [threads, all] of bandwidths) console.log(`DRAM read, ${threads}t: median ${median(all).toFixed(1)} GB/s of ${all.length} (${Math.min(...all).toFixed(1)}-${Math.max(...all).toFixed(1)})`);
+  for (const row of results) console.log(`${row.engine.padEnd(9)} ${row.shape.padEnd(15)} ${row.format.padEnd(6)} ${row.threads}t  roofline ${row.rooflineRatio.toFixed(2)}`);
+}
+
 async function main() {
   fs.mkdirSync(cacheDir, { recursive: true });
-  console.log(`DRAM read bandwidth: ${threadCounts.map((t) => `${t}t ${dramBandwidth(t, cpuInfo().isas).toFixed(1)} GB/s`).join(', ')}; context ${CONTEXT}`);
+  console.log(`DRAM read bandwidth: ${threadCounts.map((t) => `${t}t ${measureBandwidth(t).toFixed(1)} GB/s`).join(', ')}; context ${CONTEXT}`);
   for (const shape of shapes) {
     const files = new Map<string, string>();
     for (const bits of bitsList) {
@@ -154,6 +183,7 @@ async function main() {
       if (from) measure('llama.cpp', shape, type, ggufFile(shape, from, type));
     }
   }
+  finishRooflines();
   fs.mkdirSync(path.dirname(values.out!), { recursive: true });
   fs.writeFileSync(values.out!, `${JSON.stringify(results, null, 2)}\n`);
   console.log(`wrote ${results.length} rows to ${values.out}`);
