@@ -2,8 +2,9 @@
  * One measurement of bench/generate.ts in its own process (so peak RSS is this run's alone):
  *   node --import tsx bench/generate-worker.ts <lowbit|llama.cpp> <model file> <threads> <vocab size>
  * Prints one JSON object: decode tokens/s (128 tokens after a 32-token prompt; the median of three
- * rounds, each round's figure kept), prefill tokens/s (a 512-token prompt), peak RSS. Prompts are fixed pseudo-random token ids; generation ignores
- * end-of-text so every run decodes the same number of tokens.
+ * rounds, each round's figure kept), prefill tokens/s (a 512-token prompt), peak RSS. Prompts are
+ * fixed pseudo-random token ids; generation ignores end-of-text so every run decodes the same
+ * number of tokens.
  */
 import * as fs from 'node:fs';
 
@@ -27,7 +28,7 @@ export interface WorkerResult {
 
 type Speeds = Omit<WorkerResult, 'rssBytes' | 'fileBytes' | 'decodeTps'>;
 
-function median(values: number[]): number {
+export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b), mid = sorted.length >> 1;
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }

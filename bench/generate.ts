@@ -22,7 +22,7 @@ import { SYNTH_SHAPES, type SynthShapeName, synthModel } from '../lib/convert/sy
 import { openModel } from '../lib/io';
 import { EMBED_TOKENS, LM_HEAD } from '../lib/io/llama';
 import { dramBandwidthNow } from './bandwidth';
-import { CONTEXT, DECODE_TOKENS, PROMPT_TOKENS, type WorkerResult } from './generate-worker';
+import { CONTEXT, DECODE_TOKENS, median, PROMPT_TOKENS, type WorkerResult } from './generate-worker';
 
 const BITS_FORMAT: Record<string, string> = { 1: 'b1', 1.58: 't158', 2: 'b2', 3: 'b3', 4: 'b4' };
 
@@ -128,11 +128,6 @@ function measureBandwidth(threads: number): number {
   const gbps = dramBandwidthNow(threads, cpuInfo().isas);
   bandwidths.set(threads, [...(bandwidths.get(threads) ?? []), gbps]);
   return gbps;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b), mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 function measure(engine: GenerateResult['engine'], shape: SynthShapeName, format: string, file: string) {
