@@ -14,7 +14,7 @@ function measureReadBandwidth(bytes: number, threads: number, isas: readonly Isa
 }
 
 /** GB/s of reading `bytes` repeatedly on `threads` threads (measured once per size and count). */
-export function readBandwidth(bytes: number, threads: number, isas: readonly IsaName[], seconds = 0.5): number {
+function readBandwidth(bytes: number, threads: number, isas: readonly IsaName[], seconds = 0.5): number {
   const key = `${bytes}/${threads}`;
   let best = cache.get(key);
   if (best === undefined) {
@@ -27,14 +27,37 @@ export function readBandwidth(bytes: number, threads: number, isas: readonly Isa
 export const MiB = 2 ** 20;
 export const GiB = 2 ** 30;
 
-/** DRAM read bandwidth: a streaming read of 1 GiB, far beyond any cache (the run's first measurement). */
-export function dramBandwidth(threads: number, isas: readonly IsaName[]): number {
-  return readBandwidth(GiB, threads, isas, 1.0);
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b), mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
-/** DRAM read bandwidth measured again now, for a ratio to a measurement taken right after it. */
-export function dramBandwidthNow(threads: number, isas: readonly IsaName[]): number {
-  return measureReadBandwidth(GiB, threads, isas, 1.0);
+/**
+ * DRAM read bandwidth readings taken through a run, by thread count. This shared machine's
+ * bandwidth drifts within a run (one run's 2-thread readings spread from 32 to 65 GB/s), so a
+ * single reading is no fair denominator: ratios divide by the median of the run's readings.
+ */
+export class DramReadings {
+  private readonly readings = new Map<number, number[]>();
+
+  constructor(private readonly isas: readonly IsaName[]) {}
+
+  /** Reads 1 GiB now on `threads` threads; returns this reading's GB/s. */
+  take(threads: number): number {
+    const gbps = measureReadBandwidth(GiB, threads, this.isas, 1.0);
+    this.readings.set(threads, [...(this.readings.get(threads) ?? []), gbps]);
+    return gbps;
+  }
+
+  median(threads: number): number {
+    return median(this.readings.get(threads) ?? [this.take(threads)]);
+  }
+
+  /** One line per thread count: median, count and range of the readings. */
+  describe(): string[] {
+    return [...this.readings].map(([threads, all]) =>
+      `DRAM read, ${threads}t: median ${median(all).toFixed(1)} GB/s of ${all.length} readings (${Math.min(...all).toFixed(1)}-${Math.max(...all).toFixed(1)})`);
+  }
 }
 
 /**

@@ -9,6 +9,7 @@
 import * as fs from 'node:fs';
 
 import { loadModel } from '../lib';
+import { median } from './bandwidth';
 
 export const PROMPT_TOKENS = 32;
 export const DECODE_TOKENS = 128;
@@ -28,10 +29,6 @@ export interface WorkerResult {
 
 type Speeds = Omit<WorkerResult, 'rssBytes' | 'fileBytes' | 'decodeTps'>;
 
-export function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b), mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
 
 /** Deterministic token ids in [3, vocab): the same prompts for both engines. */
 export function promptIds(count: number, vocab: number, seed: number): number[] {

@@ -21,8 +21,8 @@ import { exportGguf, type GgufLinearType } from '../lib/convert/gguf-export';
 import { SYNTH_SHAPES, type SynthShapeName, synthModel } from '../lib/convert/synth';
 import { openModel } from '../lib/io';
 import { EMBED_TOKENS, LM_HEAD } from '../lib/io/llama';
-import { dramBandwidthNow } from './bandwidth';
-import { CONTEXT, DECODE_TOKENS, median, PROMPT_TOKENS, type WorkerResult } from './generate-worker';
+import { DramReadings } from './bandwidth';
+import { CONTEXT, DECODE_TOKENS, PROMPT_TOKENS, type WorkerResult } from './generate-worker';
 
 const BITS_FORMAT: Record<string, string> = { 1: 'b1', 1.58: 't158', 2: 'b2', 3: 'b3', 4: 'b4' };
 
@@ -121,19 +121,12 @@ function ggufFile(shape: SynthShapeName, from: string, type: GgufLinearType): st
 
 const results: GenerateResult[] = [];
 
-/** DRAM bandwidth measurements of this run by thread count (GB/s). */
-const bandwidths = new Map<number, number[]>();
-
-function measureBandwidth(threads: number): number {
-  const gbps = dramBandwidthNow(threads, cpuInfo().isas);
-  bandwidths.set(threads, [...(bandwidths.get(threads) ?? []), gbps]);
-  return gbps;
-}
+const dramReads = new DramReadings(cpuInfo().isas);
 
 function measure(engine: GenerateResult['engine'], shape: SynthShapeName, format: string, file: string) {
   const bytesPerToken = weightBytesPerToken(file) + kvBytesPerToken(shape);
   for (const threads of threadCounts) {
-    const rowBandwidthGBps = measureBandwidth(threads);
+    const rowBandwidthGBps = dramReads.take(threads);
     const r = runWorker(engine, file, threads, SYNTH_SHAPES[shape].config.vocabSize);
     // bandwidthGBps and rooflineRatio are set once the run's measurements are all in
     results.push({
@@ -151,16 +144,16 @@ function measure(engine: GenerateResult['engine'], shape: SynthShapeName, format
 /** Every row's roofline against the median bandwidth of the run for its thread count. */
 function finishRooflines() {
   for (const row of results) {
-    row.bandwidthGBps = median(bandwidths.get(row.threads)!);
+    row.bandwidthGBps = dramReads.median(row.threads);
     row.rooflineRatio = (row.decodeTps * row.bytesPerToken) / (row.bandwidthGBps * 1e9);
   }
-  for (const [threads, all] of bandwidths) console.log(`DRAM read, ${threads}t: median ${median(all).toFixed(1)} GB/s of ${all.length} (${Math.min(...all).toFixed(1)}-${Math.max(...all).toFixed(1)})`);
+  for (const line of dramReads.describe()) console.log(line);
   for (const row of results) console.log(`${row.engine.padEnd(9)} ${row.shape.padEnd(15)} ${row.format.padEnd(6)} ${row.threads}t  roofline ${row.rooflineRatio.toFixed(2)}`);
 }
 
 async function main() {
   fs.mkdirSync(cacheDir, { recursive: true });
-  console.log(`DRAM read bandwidth: ${threadCounts.map((t) => `${t}t ${measureBandwidth(t).toFixed(1)} GB/s`).join(', ')}; context ${CONTEXT}`);
+  console.log(`DRAM read bandwidth: ${threadCounts.map((t) => `${t}t ${dramReads.take(t).toFixed(1)} GB/s`).join(', ')}; context ${CONTEXT}`);
   for (const shape of shapes) {
     const files = new Map<string, string>();
     for (const bits of bitsList) {

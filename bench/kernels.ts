@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 
 import { cpuInfo } from '../lib';
 import { type AddonQTensor, binding, type IsaName } from '../lib/native';
-import { cacheBandwidth, dramBandwidth, MiB } from './bandwidth';
+import { cacheBandwidth, DramReadings, MiB } from './bandwidth';
 
 const FORMATS = ['b1', 't158', 'b2', 'b3', 'b4'] as const;
 type Format = (typeof FORMATS)[number];
@@ -54,6 +54,8 @@ const threadCounts = values.threads!.split(',').map(Number);
 const formats = values.formats!.split(',') as Format[];
 const regimes = new Set(values.regimes!.split(','));
 const maxTime = Number(values['max-time']);
+// DRAM rows divide by the median of readings taken at the start and before each format's GEMVs
+const dramReads = new DramReadings(isas);
 
 // benchmark.js would otherwise recompile fn from its source text, losing the closure.
 (Benchmark as unknown as { support: { decompilation: boolean } }).support.decompilation = false;
@@ -105,7 +107,7 @@ function gemv(format: Format, rows: number, cols: number) {
       if (dram.length) {
         let i = 0;
         const seconds = time(() => void dram[i++ % dram.length].matmulSync(x, 1, threads, 'int8', isa));
-        record({ format, isa, threads, regime: 'dram', rows, cols, n: 1, seconds, bandwidthGBps: dramBandwidth(threads, isas) }, bytes);
+        record({ format, isa, threads, regime: 'dram', rows, cols, n: 1, seconds, bandwidthGBps: dramReads.median(threads) }, bytes);
       }
       if (regimes.has('cache') && bytes <= CACHE_LIMIT) {
         const seconds = time(() => void one.matmulSync(x, 1, threads, 'int8', isa));
@@ -133,12 +135,19 @@ function gemm(format: Format, rows: number, cols: number) {
 
 console.log(`lowbit kernel benchmark: ${info.arch}, ISAs ${isas.join(', ')}, threads ${threadCounts.join(', ')}`);
 for (const threads of threadCounts) {
-  console.log(`read bandwidth, ${threads} thread(s): DRAM ${dramBandwidth(threads, isas).toFixed(1)} GB/s, 16 MiB ${cacheBandwidth(16 * MiB, threads, isas).toFixed(1)} GB/s`);
+  console.log(`read bandwidth, ${threads} thread(s): DRAM ${dramReads.take(threads).toFixed(1)} GB/s, 16 MiB ${cacheBandwidth(16 * MiB, threads, isas).toFixed(1)} GB/s`);
 }
 for (const format of formats) {
+  if (regimes.has('dram')) for (const threads of threadCounts) dramReads.take(threads);
   if (regimes.has('dram') || regimes.has('cache')) for (const [rows, cols] of GEMV_SHAPES) gemv(format, rows, cols);
   if (regimes.has('gemm')) for (const [rows, cols] of GEMM_SHAPES) gemm(format, rows, cols);
 }
+for (const row of results) {
+  if (row.regime !== 'dram') continue;
+  row.bandwidthGBps = dramReads.median(row.threads);
+  row.ratioToBandwidth = row.weightGBps / row.bandwidthGBps;
+}
+for (const line of dramReads.describe()) console.log(line);
 
 fs.mkdirSync(path.dirname(values.out!), { recursive: true });
 fs.writeFileSync(values.out!, `${JSON.stringify(results, null, 2)}\n`);
