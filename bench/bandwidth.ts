@@ -27,6 +27,7 @@ function readBandwidth(bytes: number, threads: number, isas: readonly IsaName[],
 export const MiB = 2 ** 20;
 export const GiB = 2 ** 30;
 
+/** The middle value (the mean of the middle two for an even count). */
 export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b), mid = sorted.length >> 1;
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
@@ -49,6 +50,7 @@ export class DramReadings {
     return gbps;
   }
 
+  /** The median of the readings for `threads` (taking one if there is none yet). */
   median(threads: number): number {
     return median(this.readings.get(threads) ?? [this.take(threads)]);
   }
