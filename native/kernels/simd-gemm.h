@@ -600,9 +600,10 @@ void run_blocks(const qtensor &w, const Act &a, const float *gsums, int64_t r0, 
 // GEMM (several vectors) one field per pass: a tile of RB rows x NB vectors keeps one sum each
 // (24 registers), so every code load feeds NB dot products and every activation load RB; with a
 // sum per field class in registers only 2 x 2 or 2 x 3 tiles fit. The rows' codes stay in L1/L2
-// between passes. `Src` gives field K's codes of row i of a block, super-chunk s, as the kernels
-// of plane width W would extract them, and the factor its sums take (times the class scale).
-// One scale per row.
+// between passes. `Src` prepares a block of rows once, before the first of the vector blocks that
+// sweep it (start), says how many bytes a prepared row takes (row_bytes, which sizes the block),
+// and gives field K's codes of row i of the block, super-chunk s, as the kernels of plane width W
+// would extract them, and the factor its sums take (times the class scale). One scale per row.
 constexpr int kFieldTileRows = 4, kFieldTileVecs = 6;
 template <class Vec, int W, class Src>
 void gemm_by_field(const qtensor &w, const act_q8 &a, const float *gsums, int64_t r0, int64_t r1, float *y,
@@ -645,18 +646,18 @@ void gemm_by_field(const qtensor &w, const act_q8 &a, const float *gsums, int64_
       }
   };
   using std::integral_constant;
-  for_each_block(r0, r1, a.n, RB, NB, w.row_stride(), L.q_stride, [&](int64_t rb0, int64_t rb1, int64_t vb0, int64_t vb1) {
+  for_each_block(r0, r1, a.n, RB, NB, src.row_bytes(), L.q_stride, [&](int64_t rb0, int64_t rb1, int64_t vb0, int64_t vb1) {
+    if (vb0 == 0) src.start(rb0, rb1 - rb0);  // vector blocks are inner: the first one of a row block
     for (int64_t r = rb0; r < rb1; r += RB) {
-      const int rows = (int)std::min<int64_t>(RB, rb1 - r);
-      src.start(r, rows);
+      const int rows = (int)std::min<int64_t>(RB, rb1 - r), i0 = (int)(r - rb0);
       int64_t v = vb0;
       if (rows == RB) {  // whole tiles, then fewer vectors; leftover rows one at a time
-        for (; v + NB <= vb1; v += NB) tile(integral_constant<int, RB>{}, integral_constant<int, NB>{}, 0, v);
-        for (; v + 2 <= vb1; v += 2) tile(integral_constant<int, RB>{}, integral_constant<int, 2>{}, 0, v);
-        for (; v < vb1; v++) tile(integral_constant<int, RB>{}, integral_constant<int, 1>{}, 0, v);
+        for (; v + NB <= vb1; v += NB) tile(integral_constant<int, RB>{}, integral_constant<int, NB>{}, i0, v);
+        for (; v + 2 <= vb1; v += 2) tile(integral_constant<int, RB>{}, integral_constant<int, 2>{}, i0, v);
+        for (; v < vb1; v++) tile(integral_constant<int, RB>{}, integral_constant<int, 1>{}, i0, v);
       } else {
         for (int i = 0; i < rows; i++)
-          for (v = vb0; v < vb1; v++) tile(integral_constant<int, 1>{}, integral_constant<int, 1>{}, i, v);
+          for (v = vb0; v < vb1; v++) tile(integral_constant<int, 1>{}, integral_constant<int, 1>{}, i0 + i, v);
       }
     }
   });
@@ -671,14 +672,15 @@ struct plane_fields {
   const qtensor &w;
   size_t stride;
   int64_t first = 0;
-  const uint8_t *rows[kFieldTileRows] = {};
-  void start(int64_t r, int count) {
+  const uint8_t *block = nullptr;
+  size_t row_bytes() const { return stride; }
+  void start(int64_t r, int64_t) {
     first = r;
-    for (int i = 0; i < count; i++) rows[i] = w.row(r + i, stride);
+    block = w.row(r, stride);
   }
   template <int K>
   typename Vec::Codes codes(int i, int64_t s) const {
-    return Vec::template field_in_place<W, K>(Vec::load(rows[i] + s * Vec::kBytes));
+    return Vec::template field_in_place<W, K>(Vec::load(block + i * stride + s * Vec::kBytes));
   }
   template <int K>
   static constexpr float factor() { return 1.0f; }
@@ -687,7 +689,9 @@ struct plane_fields {
 // 3-bit codes: the two planes of a block's rows merged once into bytes of full codes (b3_high,
 // b3_codes), field by field in the 2-bit plane's order, to be multiplied with the 2-bit
 // activation layout: one dot product per 64 codes, where the plane by plane kernels extract both
-// planes again for every tile of vectors and sum each apart. Where: b3_gemm_fusable() (kernels.h).
+// planes again for every tile of vectors and sum each apart. A block of rows is merged once for
+// all its vector blocks (its merged codes, a byte per weight, size the block). Where:
+// b3_gemm_fusable() (kernels.h).
 template <class Vec>
 struct b3_merged {
   static constexpr int F = 4, V = Vec::kBytes;
@@ -696,10 +700,11 @@ struct b3_merged {
   size_t stride;
   int64_t n_super, first = 0;
   std::vector<uint8_t> &merged;  // [row][field][super-chunk][V]: a pass reads in address order
-  void start(int64_t r, int count) {
+  size_t row_bytes() const { return (size_t)F * n_super * V; }
+  void start(int64_t r, int64_t count) {
     first = r;
-    merged.resize((size_t)kFieldTileRows * F * n_super * V);
-    for (int i = 0; i < count; i++) {
+    merged.resize(count * row_bytes());
+    for (int64_t i = 0; i < count; i++) {
       const uint8_t *lo = w.row(r + i, stride), *hi = lo + plane_row_bytes(2, w.cols);
       for (int64_t s = 0; s < n_super; s++) {
         const typename Vec::Codes low = Vec::load(lo + s * V), high = Vec::b3_high(hi + s * (V / 2));
