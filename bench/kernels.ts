@@ -3,7 +3,9 @@
  * 1 and 2 threads, in two regimes — DRAM-bound (cycling through enough matrices that >= 512 MiB
  * of weights stream per pass) and cache-resident (one matrix of at most 16 MiB, repeated) — with
  * each kernel's weight throughput as a ratio to this machine's read bandwidth measured in the same
- * run. Prints a table and writes bench/results/kernels.json.
+ * run. GEMVs run on row-major weights and, where the ISA has the interleaved GEMV (what models
+ * use there for b1, t158, b2 and b4), on an interleaved copy too (`layout`). Prints a table and
+ * writes bench/results/kernels.json.
  *
  * Options: --isa avx512,avx2  --threads 1,2  --formats b2,b4  --regimes dram,cache,gemm
  *          --max-time SECONDS (per measurement, default 0.5)  --out FILE
@@ -31,6 +33,8 @@ export interface KernelResult {
   isa: IsaName;
   threads: number;
   regime: 'dram' | 'cache';
+  /** Weight layout: row-major, or interleaved groups of 16 rows (AddonQTensor.interleaved()). */
+  layout: 'rows' | 'interleaved';
   rows: number;
   cols: number;
   n: number;
@@ -76,10 +80,16 @@ function randomMatrix(format: Format, rows: number, cols: number): AddonQTensor 
   return binding().AddonQTensor.fromCodes(format, rows, cols, 0, codes, scales);
 }
 
-function copies(t: AddonQTensor, count: number): AddonQTensor[] {
+function copies(t: AddonQTensor, count: number, layout: KernelResult['layout']): AddonQTensor[] {
   const { format, rows, cols } = t.info();
   const packed = t.packed(), scales = t.scales();
-  return Array.from({ length: count }, () => binding().AddonQTensor.fromPacked(format, rows, cols, 0, packed, scales));
+  return Array.from({ length: count }, () => {
+    const copy = binding().AddonQTensor.fromPacked(format, rows, cols, 0, packed, scales);
+    if (layout === 'rows') return copy;
+    const interleaved = copy.interleaved();
+    copy.dispose();
+    return interleaved;
+  });
 }
 
 const results: KernelResult[] = [];
@@ -91,31 +101,39 @@ function record(r: Omit<KernelResult, 'weightGBps' | 'ratioToBandwidth' | 'gops'
   };
   results.push(row);
   console.log(
-    `${row.format.padEnd(5)} ${row.isa.padEnd(13)} ${row.threads}t ${row.regime.padEnd(5)} ${`${row.rows}x${row.cols}`.padEnd(11)} n=${String(row.n).padEnd(4)}` +
+    `${row.format.padEnd(5)} ${row.isa.padEnd(13)} ${row.threads}t ${row.regime.padEnd(5)} ${row.layout.padEnd(11)} ${`${row.rows}x${row.cols}`.padEnd(11)} n=${String(row.n).padEnd(4)}` +
       ` ${(row.seconds * 1e6).toFixed(1).padStart(9)} us ${row.weightGBps.toFixed(1).padStart(6)} GB/s  ratio ${row.ratioToBandwidth.toFixed(2)}` +
       `  ${row.gops.toFixed(0).padStart(5)} GOP/s  (bandwidth ${row.bandwidthGBps.toFixed(1)})`,
   );
 }
 
 function gemv(format: Format, rows: number, cols: number) {
-  const one = randomMatrix(format, rows, cols);
-  const bytes = one.info().bytes;
   const x = Float32Array.from({ length: cols }, () => Math.random() - 0.5);
-  const dram = regimes.has('dram') ? copies(one, Math.ceil(DRAM_BYTES / bytes)) : [];
-  for (const isa of isas) {
-    for (const threads of threadCounts) {
-      if (dram.length) {
-        let i = 0;
-        const seconds = time(() => void dram[i++ % dram.length].matmulSync(x, 1, threads, 'int8', isa));
-        record({ format, isa, threads, regime: 'dram', rows, cols, n: 1, seconds, bandwidthGBps: dramReads.median(threads) }, bytes);
-      }
-      if (regimes.has('cache') && bytes <= CACHE_LIMIT) {
-        const seconds = time(() => void one.matmulSync(x, 1, threads, 'int8', isa));
-        record({ format, isa, threads, regime: 'cache', rows, cols, n: 1, seconds, bandwidthGBps: cacheBandwidth(bytes, threads, isas) }, bytes);
+  const layouts: KernelResult['layout'][] = ['rows'];
+  if (format !== 'b3' && info.interleavedIsas.some((i) => isas.includes(i))) layouts.push('interleaved');
+  for (const layout of layouts) {
+    const base = randomMatrix(format, rows, cols);
+    const bytes = base.info().bytes;
+    const one = layout === 'rows' ? base : base.interleaved();
+    if (one !== base) base.dispose();
+    const dram = regimes.has('dram') ? [one, ...copies(one, Math.ceil(DRAM_BYTES / bytes) - 1, layout)] : [];
+    for (const isa of isas) {
+      if (layout === 'interleaved' && !info.interleavedIsas.includes(isa)) continue;
+      for (const threads of threadCounts) {
+        const shape = { format, isa, threads, layout, rows, cols, n: 1 };
+        if (dram.length) {
+          let i = 0;
+          const seconds = time(() => void dram[i++ % dram.length].matmulSync(x, 1, threads, 'int8', isa));
+          record({ ...shape, regime: 'dram', seconds, bandwidthGBps: dramReads.median(threads) }, bytes);
+        }
+        if (regimes.has('cache') && bytes <= CACHE_LIMIT) {
+          const seconds = time(() => void one.matmulSync(x, 1, threads, 'int8', isa));
+          record({ ...shape, regime: 'cache', seconds, bandwidthGBps: cacheBandwidth(bytes, threads, isas) }, bytes);
+        }
       }
     }
+    for (const t of new Set([one, ...dram])) t.dispose();
   }
-  for (const t of [one, ...dram]) t.dispose();
 }
 
 function gemm(format: Format, rows: number, cols: number) {
@@ -126,7 +144,7 @@ function gemm(format: Format, rows: number, cols: number) {
     for (const isa of isas) {
       for (const threads of threadCounts) {
         const seconds = time(() => void w.matmulSync(x, n, threads, 'int8', isa));
-        record({ format, isa, threads, regime: 'cache', rows, cols, n, seconds, bandwidthGBps: cacheBandwidth(bytes, threads, isas) }, bytes);
+        record({ format, isa, threads, regime: 'cache', layout: 'rows', rows, cols, n, seconds, bandwidthGBps: cacheBandwidth(bytes, threads, isas) }, bytes);
       }
     }
   }

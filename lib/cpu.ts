@@ -7,7 +7,8 @@ export type { IsaName } from './native';
  * `arch` (`x64`, `arm64` or `other`); `features` detected by cpuid / hwcaps (avx512vnni, dotprod
  * ...); `physicalCores` and `logicalCores`; `defaultThreads` (the physical cores, used when an
  * option leaves threads unset); `isa`, the kernels in use (the best the CPU supports, or
- * LOWBIT_ISA when set); `isas`, every kernel set this CPU can run.
+ * LOWBIT_ISA when set); `isas`, every kernel set this CPU can run; `interleavedIsas`, those with
+ * the interleaved GEMV (loaded models store their b1/t158/b2/b4 weights interleaved there).
  */
 export type CpuInfo = AddonCpuInfo;
 

@@ -20,6 +20,8 @@ export interface AddonQTensorInfo {
   group: number;
   bytes: number;
   isView: boolean;
+  /** Rows stored in the interleaved layout (interleaved()). */
+  interleaved: boolean;
 }
 
 /** A native QTensor handle (native/napi/qtensor-wrap.cpp). */
@@ -33,6 +35,8 @@ export interface AddonQTensor {
   scales(): Float32Array | null;
   codes(): Uint8Array;
   view(rowBegin: number, rowCount: number): AddonQTensor;
+  /** A copy in the interleaved layout models run decode GEMVs on (docs/KERNELS.md); RangeError when the tensor cannot be. */
+  interleaved(): AddonQTensor;
   dispose(): void;
 }
 
@@ -175,6 +179,8 @@ export interface AddonCpuInfo {
   defaultThreads: number;
   isa: IsaName;
   isas: IsaName[];
+  /** ISAs with the interleaved GEMV: models loaded there store b1/t158/b2/b4 weights interleaved. */
+  interleavedIsas: IsaName[];
 }
 
 export interface Binding {

@@ -1,6 +1,7 @@
 // QTensor storage, shape checks, views and dequantization.
 #include "qtensor.h"
 
+#include <algorithm>
 #include <cstdlib>
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -8,6 +9,9 @@
 #include <cstring>
 #include <new>
 #include <stdexcept>
+#include <vector>
+
+#include "pool.h"
 
 namespace lb {
 
@@ -70,6 +74,7 @@ qtensor qtensor_alloc(format f, int64_t rows, int64_t cols, int64_t group) {
 qtensor qtensor_view(const qtensor &base, int64_t row_begin, int64_t row_count) {
   if (row_begin < 0 || row_count < 1 || row_begin + row_count > base.rows)
     throw std::out_of_range("view rows out of range");
+  if (base.interleaved) throw std::invalid_argument("an interleaved tensor has no row views");
   qtensor v = base;
   v.row0 = base.row0 + row_begin;
   v.rows = row_count;
@@ -79,22 +84,60 @@ qtensor qtensor_view(const qtensor &base, int64_t row_begin, int64_t row_count) 
 void qtensor_dequantize(const qtensor &t, int64_t r0, int64_t r1, float *out) {
   const format_traits &tr = traits(t.fmt);
   const int64_t cols = t.cols;
-  uint8_t *codes = tr.quantized ? new uint8_t[cols] : nullptr;
+  std::vector<uint8_t> codes(tr.quantized ? cols : 0), row(t.interleaved ? t.row_stride() : 0);
   for (int64_t r = r0; r < r1; r++, out += cols) {
-    const uint8_t *src = t.row(r);
+    const uint8_t *src = row.empty() ? t.row(r) : row.data();
+    if (!row.empty()) qtensor_copy_rows(t, r, r + 1, row.data());
     if (t.fmt == FORMAT_F32) {
       std::memcpy(out, src, cols * sizeof(float));
     } else if (t.fmt == FORMAT_F16) {
       const uint16_t *h = reinterpret_cast<const uint16_t *>(src);
       for (int64_t j = 0; j < cols; j++) out[j] = f16_to_f32(h[j]);
     } else {
-      unpack_row(t.fmt, src, cols, codes);
+      unpack_row(t.fmt, src, cols, codes.data());
       const float *d = t.row_scales(r);
       const int64_t g = t.group ? t.group : cols;
       for (int64_t j = 0; j < cols; j++) out[j] = d[j / g] * ((float)codes[j] + tr.offset);
     }
   }
-  delete[] codes;
+}
+
+bool qtensor_interleavable(const qtensor &t) {
+  const format_traits &tr = traits(t.fmt);
+  return tr.quantized && tr.n_planes == 1 && t.group == 0 && !t.interleaved && t.row0 == 0 &&
+         t.rows % kInterleaveRows == 0 && t.cols % kChunkCols == 0 && t.data &&
+         t.data->size() == (size_t)t.rows * t.row_stride();
+}
+
+void qtensor_interleave(qtensor &t) {
+  if (!qtensor_interleavable(t)) throw std::invalid_argument("qtensor_interleave: tensor cannot be interleaved");
+  const size_t stride = t.row_stride(), words = stride / 4, group_bytes = kInterleaveRows * stride;
+  // On the pool: a model's weights take a few hundred ms on one core.
+  const int64_t groups = t.rows / kInterleaveRows, per_task = 64;
+  thread_pool::global().run((groups + per_task - 1) / per_task, default_threads(), [&](int64_t task) {
+    std::vector<uint32_t> group(words * kInterleaveRows);
+    for (int64_t g = task * per_task; g < std::min(groups, (task + 1) * per_task); g++) {
+      uint8_t *base = t.data->data() + g * group_bytes;
+      for (int l = 0; l < kInterleaveRows; l++)
+        for (size_t m = 0; m < words; m++) std::memcpy(&group[m * kInterleaveRows + l], base + l * stride + 4 * m, 4);
+      std::memcpy(base, group.data(), group_bytes);
+    }
+  });
+  t.interleaved = true;
+}
+
+void qtensor_copy_rows(const qtensor &t, int64_t r0, int64_t r1, uint8_t *out) {
+  const size_t stride = t.row_stride();
+  if (!t.interleaved) {
+    std::memcpy(out, t.row(r0, stride), (size_t)(r1 - r0) * stride);
+    return;
+  }
+  const size_t words = stride / 4;
+  for (int64_t r = r0; r < r1; r++, out += stride) {
+    const uint8_t *group = t.data->data() + (r / kInterleaveRows) * kInterleaveRows * stride;
+    const int l = (int)(r % kInterleaveRows);
+    for (size_t m = 0; m < words; m++) std::memcpy(out + 4 * m, group + (m * kInterleaveRows + l) * 4, 4);
+  }
 }
 
 }  // namespace lb

@@ -40,6 +40,10 @@ struct qtensor {
   std::shared_ptr<aligned_buffer> data;    // packed rows (or floats), starting at row `row0`
   std::shared_ptr<aligned_buffer> scales;  // float [rows][groups_per_row]; null for float formats
   int64_t row0 = 0;                        // first row of this view within the buffers
+  // Rows stored in groups of kInterleaveRows, 4-byte words of their packed rows interleaved
+  // (qtensor_interleave): row(r) does not apply; kernels and dequantization read it through
+  // qtensor_copy_rows or the interleaved GEMV.
+  bool interleaved = false;
 
   size_t row_stride() const { return row_bytes(fmt, cols); }
   int64_t n_groups() const { return groups_per_row(cols, group); }
@@ -66,5 +70,21 @@ std::string qtensor_check_shape(format f, int64_t rows, int64_t cols, int64_t gr
 
 // Dequantize rows [r0, r1) into out (row-major, (r1 - r0) x cols floats).
 void qtensor_dequantize(const qtensor &t, int64_t r0, int64_t r1, float *out);
+
+// The interleaved layout, for decode GEMVs of short rows: a group of 16 rows stores word m (bytes
+// 4m..4m+3 of each packed row) of all 16 rows together, so one 64-byte vector holds a word of
+// each row. A kernel then keeps one row per 32-bit lane: no horizontal sum per row, one float
+// fold per group and block of columns, one contiguous stream per group (docs/KERNELS.md). Word m
+// of row r: group r / 16 at byte (r / 16) * 16 * stride, then (m * 16 + r % 16) * 4.
+constexpr int kInterleaveRows = 16;
+// One-plane quantized formats with one scale per row, whole groups of rows and whole 64-column
+// chunks (every real model width), on a whole tensor (not a view).
+bool qtensor_interleavable(const qtensor &t);
+// Rewrites t's storage in place into the interleaved layout and marks t. Every other qtensor on
+// the same storage (a shared SHARP weight, the handle it was built from) sees the new layout
+// without the mark: the caller must own the storage (the model, which drops those handles).
+void qtensor_interleave(qtensor &t);
+// Packed rows [r0, r1) of t, row after row (row_stride() bytes each), whatever its layout.
+void qtensor_copy_rows(const qtensor &t, int64_t r0, int64_t r1, uint8_t *out);
 
 }  // namespace lb

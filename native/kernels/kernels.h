@@ -49,10 +49,22 @@ struct act_q8_plane {
   std::vector<float> scratch;     // one permuted float vector, reused between calls
 };
 
+// One vector for the interleaved GEMV of plane width w (qtensor_interleave): int8 in natural
+// column order, one scale per class (block of kInterleaveBlockCols columns, field): field k of
+// a 64-column chunk holds its columns 8w*k .. 8w*k + 8w - 1. A kernel folds its integer sums
+// into floats once per block and field. Scales carry 2^-(w*k) (fields are summed in place).
+constexpr int64_t kInterleaveBlockCols = 256;
+struct act_interleaved {
+  bool built = false;
+  std::vector<int8_t> q;      // [cols]
+  std::vector<float> scale;   // [block][8 / w]
+};
+
 struct act_q8 {
   int64_t cols = 0, n = 0;
   std::vector<float> segment_sum;  // [n][ceil(cols/32)]: float sums of x, for the offset term
   act_q8_plane planes[3];
+  act_interleaved interleaved[3];  // n == 1, per plane width, for interleaved weights
 };
 
 // Float activations, natural order (borrowed) or permuted for SIMD float kernels.
@@ -122,10 +134,15 @@ struct kernel_table {
   act_shape shape;                      // activation layout the kernels read
   gemm_q8_fn gemm_q8[FORMAT_COUNT];     // quantized weights x int8 activations
   gemm_f32_fn gemm_f32[FORMAT_COUNT];   // any weights x float activations
+  // One vector (a.n == 1, a.interleaved built) times interleaved weights, rows [r0, r1) in whole
+  // groups; null where the ISA has none (interleaved weights then run from row copies).
+  gemm_q8_fn gemv_interleaved[FORMAT_COUNT];
   // Builds the layouts of plane width w for n vectors of x (row-major n x cols), on up to
   // `threads` threads when n is large (prefill).
   void (*prepare_q8)(const float *x, int64_t n, int64_t cols, int w, act_q8_plane &out, int threads);
   void (*prepare_f32)(const float *x, int64_t n, int64_t cols, int w, act_f32_plane &out, int threads);
+  // The interleaved GEMV's activations of one vector (with gemv_interleaved).
+  void (*prepare_interleaved)(const float *x, int64_t cols, int w, act_interleaved &out);
   // Scale groups this table's kernels handle for format f (others use the reference).
   bool (*supports_group)(format f, int64_t group);
   // Reads n bytes (n a multiple of 256) as fast as the ISA allows; for bandwidth measurement.

@@ -3,6 +3,7 @@
 // activation quantization and the inverse of the SIMD layouts.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -131,6 +132,8 @@ void reset(Act &out, const float *x, int64_t n, int64_t cols) {
   out.n = n;
   act_segment_sums(x, n, cols, out.segment_sum);
   for (auto &p : out.planes) p.built = false;
+  if constexpr (std::is_same_v<Act, act_q8>)
+    for (auto &p : out.interleaved) p.built = false;
 }
 
 }  // namespace
@@ -155,12 +158,48 @@ const kernel_table &table_for(const qtensor &w, const kernel_table &k) {
 
 bool integer_path(const qtensor &w, act_mode mode) { return traits(w.fmt).quantized && mode == ACT_Q8; }
 
-// Builds, for every job, the layouts its format reads (each plane width once).
+// Does w run on table k's interleaved GEMV (else on its usual kernels, from row copies when
+// interleaved)?
+bool interleaved_gemv(const kernel_table &k, const qtensor &w, int64_t n, bool integer) {
+  return w.interleaved && integer && n == 1 && k.gemv_interleaved[w.fmt];
+}
+
+// Builds, for every job, the layouts its kernels read (each once).
 template <class Act>
 void prepare_all(const kernel_table &k, const matmul_job *jobs, int count, const float *x, int64_t n, int64_t cols,
                  Act &act, int threads) {
-  act_prepare(k, jobs[0].w->fmt, x, n, cols, act, threads);
-  for (int j = 1; j < count; j++) prepare_planes(k, jobs[j].w->fmt, x, n, cols, act, threads);
+  reset(act, x, n, cols);
+  if constexpr (std::is_same_v<Act, act_f32>) act.x = x;
+  for (int j = 0; j < count; j++) {
+    const qtensor &w = *jobs[j].w;
+    if constexpr (std::is_same_v<Act, act_q8>) {
+      if (interleaved_gemv(k, w, n, true)) {
+        act_interleaved &a = act.interleaved[width_slot(traits(w.fmt).plane_bits[0])];
+        if (!a.built) k.prepare_interleaved(x, cols, traits(w.fmt).plane_bits[0], a);
+        continue;
+      }
+    }
+    prepare_planes(k, w.fmt, x, n, cols, act, threads);
+  }
+}
+
+// Rows [r0, r1) of an interleaved tensor in row order, for kernels that read row after row
+// (GEMMs, ISAs without an interleaved GEMV): copied with their scales into per-thread buffers
+// (a prefill multiplies each copied row by many vectors, so the copy is a small share).
+qtensor row_copy(const qtensor &w, int64_t r0, int64_t r1) {
+  static thread_local std::shared_ptr<aligned_buffer> codes, scales;
+  const size_t code_bytes = (size_t)(r1 - r0) * w.row_stride(), scale_bytes = (size_t)(r1 - r0) * sizeof(float);
+  if (!codes || codes->size() < code_bytes) codes = std::make_shared<aligned_buffer>(code_bytes);
+  if (!scales || scales->size() < scale_bytes) scales = std::make_shared<aligned_buffer>(scale_bytes);
+  qtensor t;
+  t.fmt = w.fmt;
+  t.rows = r1 - r0;
+  t.cols = w.cols;
+  t.data = codes;
+  t.scales = scales;
+  qtensor_copy_rows(w, r0, r1, codes->data());
+  std::memcpy(scales->data(), w.row_scales(r0), scale_bytes);
+  return t;
 }
 
 }  // namespace
@@ -201,10 +240,14 @@ void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, a
   const int64_t task_rows = joint ? jobs[0].w->rows : total_rows;  // rows the tasks divide
   size_t row_bytes = 0;                                             // weight bytes per such row
   for (int j = 0; j < (joint ? shared : 1); j++) row_bytes += jobs[j].w->row_stride();
-  int64_t per_task = std::max<int64_t>(4, (task_rows / (std::max(threads, 1) * 4) + 3) / 4 * 4);
+  // Tasks of whole tiles, or of whole groups of interleaved rows.
+  int64_t align = 4;
+  for (int j = 0; j < shared; j++)
+    if (jobs[j].w->interleaved) align = kInterleaveRows;
+  int64_t per_task = std::max(align, (task_rows / (std::max(threads, 1) * 4) + align - 1) / align * align);
   if (n == 1) {
     constexpr size_t kTaskBytes = 1 << 20;
-    per_task = std::min(per_task, std::max<int64_t>(4, (int64_t)(kTaskBytes / row_bytes) / 4 * 4));
+    per_task = std::min(per_task, std::max(align, (int64_t)(kTaskBytes / row_bytes) / align * align));
   }
   if (total_rows * cols * n < (int64_t)1 << 16) per_task = task_rows;  // tiny: not worth waking threads
   int64_t first_task[kMaxJobs + 1] = {0};  // job j's tasks are [first_task[j], first_task[j + 1])
@@ -215,8 +258,17 @@ void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, a
   const act_f32 &a32 = af;
   auto rows_of = [&](const matmul_job &job, int64_t r0, int64_t r1) {
     const qtensor &w = *job.w;
-    if (integer) kt.gemm_q8[w.fmt]({&w, &a8, job.y, w.rows, r0, r1});
-    else kt.gemm_f32[w.fmt]({&w, &a32, job.y, w.rows, r0, r1});
+    if (interleaved_gemv(kt, w, n, integer)) {
+      kt.gemv_interleaved[w.fmt]({&w, &a8, job.y, w.rows, r0, r1});
+    } else if (w.interleaved) {
+      const qtensor rows = row_copy(w, r0, r1);
+      if (integer) kt.gemm_q8[w.fmt]({&rows, &a8, job.y + r0, w.rows, 0, r1 - r0});
+      else kt.gemm_f32[w.fmt]({&rows, &a32, job.y + r0, w.rows, 0, r1 - r0});
+    } else if (integer) {
+      kt.gemm_q8[w.fmt]({&w, &a8, job.y, w.rows, r0, r1});
+    } else {
+      kt.gemm_f32[w.fmt]({&w, &a32, job.y, w.rows, r0, r1});
+    }
     if (job.epilogue && *job.epilogue) (*job.epilogue)(r0, r1);
   };
   thread_pool::global().run(n_tasks, threads, [&](int64_t i) {

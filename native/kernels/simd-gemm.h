@@ -26,6 +26,9 @@
 //   f_set1(v), f_store(p, f)      v in every lane; store kFloats floats
 //   hsum(f)                       sum of the lanes
 //   bxor(a, b), low64(a)          for the bandwidth probe
+//   kInterleaved                  has the interleaved GEMV's primitives (kBytes = 4 x 16 rows):
+//   dot_broadcast(acc, codes, x)  acc += per lane, its 4 codes x the 4 int8 at x (every lane)
+//   sum_add(a, b), f_scale1(sum, s, f)   a + b;  f += float(sum) * s
 //   kFusedB3                      has store(p, codes) and the two primitives below (3-bit GEMM
 //                                 in one pass):
 //   b3_high(p)                    from the 1-bit plane bytes of one 2-bit super-chunk (kBytes / 2
@@ -207,6 +210,41 @@ void prepare_q8(const float *x, int64_t n, int64_t cols, int w, act_q8_plane &ou
   if (w == 1) prepare_q8_plane<Vec, 1>(x, n, cols, out, threads);
   else if (w == 2) prepare_q8_plane<Vec, 2>(x, n, cols, out, threads);
   else prepare_q8_plane<Vec, 4>(x, n, cols, out, threads);
+}
+
+// int8 per interleaved class (act_interleaved): field k of a chunk is the run of 8W columns
+// starting at 8W*k, so each class is a few contiguous runs (cols: whole chunks). (Templates over
+// Vec, as everything here: a function compiled once per ISA file must not merge across them.)
+template <class Vec, int W>
+void prepare_interleaved_plane(const float *x, int64_t cols, act_interleaved &out) {
+  constexpr int F = 8 / W, run = 8 * W;
+  constexpr int64_t block_chunks = kInterleaveBlockCols / kChunkCols;
+  const int64_t chunks = cols / kChunkCols, blocks = (chunks + block_chunks - 1) / block_chunks;
+  out.q.resize(cols);
+  out.scale.resize(blocks * F);
+  for (int64_t b = 0; b < blocks; b++) {
+    const int64_t c0 = b * block_chunks, c1 = std::min(chunks, c0 + block_chunks);
+    float amax[F][run] = {};
+    for (int64_t c = c0; c < c1; c++)
+      for (int k = 0; k < F; k++) max_abs_run(x + c * kChunkCols + k * run, amax[k], run);
+    float inv[F][run];
+    for (int k = 0; k < F; k++) {
+      float m = 0;
+      for (int i = 0; i < run; i++) m = std::max(m, amax[k][i]);
+      out.scale[b * F + k] = m / 127.0f / (float)(1 << (W * k));  // in-place fields: 2^-(W*k)
+      std::fill_n(inv[k], run, m > 0 ? 127.0f / m : 0.0f);
+    }
+    for (int64_t c = c0; c < c1; c++)
+      for (int k = 0; k < F; k++) quantize_run(x + c * kChunkCols + k * run, inv[k], out.q.data() + c * kChunkCols + k * run, run);
+  }
+  out.built = true;
+}
+
+template <class Vec>
+void prepare_interleaved(const float *x, int64_t cols, int w, act_interleaved &out) {
+  if (w == 1) prepare_interleaved_plane<Vec, 1>(x, cols, out);
+  else if (w == 2) prepare_interleaved_plane<Vec, 2>(x, cols, out);
+  else prepare_interleaved_plane<Vec, 4>(x, cols, out);
 }
 
 template <class Vec>
@@ -538,6 +576,63 @@ inline void tile(const qtensor &w, size_t stride, const Act &a, const float *gsu
     }
 }
 
+// Interleaved GEMV (one-plane formats, qtensor_interleave): a vector load holds one word (4
+// bytes) of each of the 16 rows of a group, so lane l sums row l. For word m, field K is masked
+// in place and multiplied by the 4 activations it covers, which are adjacent in natural order
+// (columns 8W*K + 4m % 8W .. + 3 of its chunk): one broadcast operand, no permuted copy of x.
+// A accumulators per field keep 8 dot-product chains in flight; they fold into float once per
+// block of kInterleaveBlockCols columns (the activation classes), and a group ends with one
+// vector multiply by its 16 row scales and one 16-float store: none of the per-row horizontal
+// sums and folds that cost the row-major kernels about as much as a 1152-column row's data.
+template <class Vec, format FMT>
+void gemv_interleaved(const gemm_q8_args &p) {
+  constexpr int W = kFormatTraits[FMT].plane_bits[0], F = 8 / W, A = F >= 8 ? 1 : 8 / F;
+  static_assert(Vec::kBytes == 4 * kInterleaveRows && Vec::kFieldsInPlace, "one word of 16 rows per load");
+  const qtensor &w = *p.w;
+  const act_interleaved &x = p.a->interleaved[width_slot(W)];
+  const size_t stride = w.row_stride();
+  constexpr int chunk_words = 2 * W;  // 4-byte words per row and chunk
+  float x_sum = 0;
+  for (int64_t i = 0; i < (w.cols + 31) / 32; i++) x_sum += p.a->segment_sum[i];
+  const typename Vec::Fv offset = Vec::f_set1(kFormatTraits[FMT].offset * x_sum);
+  // One stream: prefetch 8 KiB ahead, each line twice a step apart (as the row-major GEMV).
+  constexpr size_t kAhead = 8192;
+  const int64_t chunks = w.cols / kChunkCols, block_chunks = kInterleaveBlockCols / kChunkCols;
+  for (int64_t r = p.r0; r < p.r1; r += kInterleaveRows) {
+    const uint8_t *group = w.data->data() + (size_t)r * stride;
+    typename Vec::Fv f = Vec::f_zero();
+    for (int64_t c0 = 0, b = 0; c0 < chunks; c0 += block_chunks, b++) {
+      typename Vec::Sum acc[A][F];
+      for (int a = 0; a < A; a++)
+        for (int k = 0; k < F; k++) acc[a][k] = Vec::sum_zero();
+      for (int64_t c = c0; c < std::min(chunks, c0 + block_chunks); c++) {
+        const uint8_t *words = group + c * chunk_words * Vec::kBytes;
+        const int8_t *xc = x.q.data() + c * kChunkCols;
+        // word j of the chunk: its field K holds columns 8W*K + 4j .. + 3
+        unrolled<chunk_words>([&](auto j_c) LB_INLINE {
+          constexpr int j = decltype(j_c)::value, a = j % A;
+          const uint8_t *at = words + j * Vec::kBytes;
+          __builtin_prefetch(at + kAhead, 0, 1);
+          __builtin_prefetch(at + kAhead + 64, 0, 1);
+          const typename Vec::Codes codes = Vec::load(at);
+          unrolled<F>([&](auto k_c) LB_INLINE {
+            constexpr int K = decltype(k_c)::value;
+            acc[a][K] = Vec::dot_broadcast(acc[a][K], Vec::template field_in_place<W, K>(codes), xc + 8 * W * K + 4 * j);
+          });
+        });
+      }
+      unrolled<F>([&](auto k_c) LB_INLINE {
+        constexpr int K = decltype(k_c)::value;
+        typename Vec::Sum total = acc[0][K];
+        for (int a = 1; a < A; a++) total = Vec::sum_add(total, acc[a][K]);
+        f = Vec::f_scale1(total, x.scale[b * F + K], f);
+      });
+    }
+    // y = d * (sum + offset * X), 16 rows at once
+    Vec::f_store(p.y + r, Vec::f_fma(Vec::f_add(f, offset), Vec::f_load(w.row_scales(r)), Vec::f_zero()));
+  }
+}
+
 // Cache blocking of a GEMM: rows [r0, r1) x vectors [0, n) as blocks of about kBlockBytes of
 // weights (rows, a multiple of row_align) by kBlockBytes of activations (vectors, a multiple of
 // vec_align), fn(r0, r1, v0, v1) for each, vectors inner: a block's weights and activations stay
@@ -806,10 +901,12 @@ kernel_table make_table(isa id) {
     if constexpr (kFormatTraits[F].quantized) {
       k.gemm_q8[F] = gemm_quant<Vec, F, true, gemm_q8_args>;
       k.gemm_f32[F] = gemm_quant<Vec, F, false, gemm_f32_args>;
+      if constexpr (Vec::kInterleaved && kFormatTraits[F].n_planes == 1) k.gemv_interleaved[F] = gemv_interleaved<Vec, F>;
     }
   });
   k.prepare_q8 = prepare_q8<Vec>;
   k.prepare_f32 = prepare_f32<Vec>;
+  k.prepare_interleaved = prepare_interleaved<Vec>;
   k.supports_group = supports_group<Vec>;
   k.read_bytes = read_bytes<Vec>;
   k.to_f16 = to_f16<Vec>;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
+#include <set>
 #include <stdexcept>
 
 #include "../core/fastmath.h"
@@ -77,6 +78,19 @@ std::string model_validate(const model &m) {
     if (e.empty()) e = check_linear(w.down, c.dim, c.hidden_dim, p + "down_proj");
   }
   return e;
+}
+
+void model_interleave_weights(model &m, const kernel_table &k) {
+  if (m.activations != ACT_Q8) return;
+  std::set<const aligned_buffer *> done;  // SHARP layers share a reference layer's storage
+  for (layer_weights &w : m.weights.layers)
+    for (linear *l : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) {
+      if (done.count(l->w.data.get())) l->w.interleaved = true;
+      else if (k.gemv_interleaved[l->w.fmt] && qtensor_interleavable(l->w)) {
+        qtensor_interleave(l->w);
+        done.insert(l->w.data.get());
+      }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -78,6 +78,11 @@ struct model {
 // the tensor.
 std::string model_validate(const model &m);
 
+// Rewrites the layers' weights that table k multiplies faster interleaved (short rows: every
+// one-plane format with an interleaved GEMV; docs/KERNELS.md) into that layout, in place. The
+// model must own their storage: other handles on it would see the new layout unmarked.
+void model_interleave_weights(model &m, const kernel_table &k);
+
 enum kv_type : int32_t { KV_F32 = 0, KV_F16 = 1 };
 
 // Records what chosen layers' MLPs read, for calibration (SHARP's fitting): per layer the post-norm

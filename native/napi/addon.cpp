@@ -35,7 +35,7 @@ const kernel_table &kernels_arg(Napi::Env env, const Napi::Value &v) {
 
 namespace {
 
-// cpuInfo() -> { arch, features, physicalCores, logicalCores, isa, isas }
+// cpuInfo() -> { arch, features, physicalCores, logicalCores, isa, isas, interleavedIsas }
 Napi::Value CpuInfo(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   const cpu_features &c = cpu();
@@ -57,6 +57,10 @@ Napi::Value CpuInfo(const Napi::CallbackInfo &info) {
   for (int i = 0; i < ISA_COUNT; i++)
     if (isa_supported((isa)i)) isas.Set(isas.Length(), isa_name((isa)i));
   o.Set("isas", isas);
+  Napi::Array interleaved = Napi::Array::New(env);  // ISAs with the interleaved GEMV (short rows)
+  for (int i = 0; i < ISA_COUNT; i++)
+    if (isa_supported((isa)i) && kernels_for((isa)i).gemv_interleaved[FORMAT_B2]) interleaved.Set(interleaved.Length(), isa_name((isa)i));
+  o.Set("interleavedIsas", interleaved);
   return o;
 }
 

@@ -145,6 +145,8 @@ AddonModel::AddonModel(const Napi::CallbackInfo &info) : Napi::ObjectWrap<AddonM
   }
   const std::string problem = model_validate(*m);
   if (!problem.empty()) throw_coded(env, "LOWBIT_BAD_INPUT", problem);
+  // The model owns its weights: assembleModel drops the tensor handles right after this.
+  model_interleave_weights(*m, active_kernels());
   reported_bytes_ = unique_bytes(*m);
   Napi::MemoryManagement::AdjustExternalMemory(env, reported_bytes_);
   model_ = std::move(m);

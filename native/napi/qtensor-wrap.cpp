@@ -138,6 +138,7 @@ Napi::Function AddonQTensor::Define(Napi::Env env) {
                          InstanceMethod<&AddonQTensor::Scales>("scales"),
                          InstanceMethod<&AddonQTensor::Codes>("codes"),
                          InstanceMethod<&AddonQTensor::View>("view"),
+                         InstanceMethod<&AddonQTensor::Interleaved>("interleaved"),
                          InstanceMethod<&AddonQTensor::Dispose>("dispose"),
                          InstanceMethod<&AddonQTensor::Info>("info"),
                      });
@@ -349,7 +350,9 @@ Napi::Value AddonQTensor::MatmulSync(const Napi::CallbackInfo &info) {
 
 Napi::Value AddonQTensor::Packed(const Napi::CallbackInfo &info) {
   const qtensor &t = live(info.Env());
-  return copy_bytes(info.Env(), t.row(0), (size_t)t.rows * t.row_stride());
+  std::vector<uint8_t> rows((size_t)t.rows * t.row_stride());
+  qtensor_copy_rows(t, 0, t.rows, rows.data());  // row order whatever the layout
+  return copy_bytes(info.Env(), rows.data(), rows.size());
 }
 
 Napi::Value AddonQTensor::Scales(const Napi::CallbackInfo &info) {
@@ -362,7 +365,11 @@ Napi::Value AddonQTensor::Codes(const Napi::CallbackInfo &info) {
   const qtensor &t = live(info.Env());
   if (!traits(t.fmt).quantized) throw Napi::TypeError::New(info.Env(), "float formats have no codes");
   Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), (size_t)(t.rows * t.cols));
-  for (int64_t r = 0; r < t.rows; r++) unpack_row(t.fmt, t.row(r), t.cols, out.Data() + r * t.cols);
+  std::vector<uint8_t> row(t.row_stride());
+  for (int64_t r = 0; r < t.rows; r++) {
+    qtensor_copy_rows(t, r, r + 1, row.data());
+    unpack_row(t.fmt, row.data(), t.cols, out.Data() + r * t.cols);
+  }
   return out;
 }
 
@@ -371,7 +378,21 @@ Napi::Value AddonQTensor::View(const Napi::CallbackInfo &info) {
   const qtensor &t = live(env);
   const int64_t begin = int_arg(env, info[0], "rowBegin"), count = int_arg(env, info[1], "rowCount");
   if (count < 1 || begin + count > t.rows) throw Napi::RangeError::New(env, "view rows out of range");
-  return Create(env, qtensor_view(t, begin, count), false);
+  return Create(env, guarded(env, [&] { return qtensor_view(t, begin, count); }), false);
+}
+
+// interleaved() -> a copy in the interleaved layout (what models run on CPUs with its GEMV)
+Napi::Value AddonQTensor::Interleaved(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  const qtensor &t = live(env);
+  if (!qtensor_interleavable(t))
+    throw Napi::RangeError::New(env, "only whole tensors of b1, t158, b2 or b4 with one scale per row, rows a multiple of 16 "
+                                     "and columns a multiple of 64 can be interleaved");
+  qtensor copy = qtensor_alloc(t.fmt, t.rows, t.cols, t.group);
+  std::memcpy(copy.data->data(), t.data->data(), copy.data->size());
+  std::memcpy(copy.scales->data(), t.scales->data(), copy.scales->size());
+  qtensor_interleave(copy);
+  return Create(env, copy);
 }
 
 Napi::Value AddonQTensor::Info(const Napi::CallbackInfo &info) {
@@ -384,6 +405,7 @@ Napi::Value AddonQTensor::Info(const Napi::CallbackInfo &info) {
   o.Set("group", (double)t.group);
   o.Set("bytes", (double)t.bytes());
   o.Set("isView", t.row0 != 0 || (t.data && (size_t)t.rows * t.row_stride() != t.data->size()));
+  o.Set("interleaved", t.interleaved);
   return o;
 }
 

@@ -34,6 +34,7 @@ class AddonQTensor : public Napi::ObjectWrap<AddonQTensor> {
   Napi::Value Scales(const Napi::CallbackInfo &info);
   Napi::Value Codes(const Napi::CallbackInfo &info);
   Napi::Value View(const Napi::CallbackInfo &info);
+  Napi::Value Interleaved(const Napi::CallbackInfo &info);
   Napi::Value Dispose(const Napi::CallbackInfo &info);
   Napi::Value Info(const Napi::CallbackInfo &info);
 

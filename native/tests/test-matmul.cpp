@@ -255,3 +255,119 @@ TEST(thread_pool_runs_every_task_and_rethrows) {
   }
   CHECK(thrown);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Interleaved weights (qtensor_interleave)
+
+namespace {
+
+const format kOnePlane[] = {FORMAT_B1, FORMAT_T158, FORMAT_B2, FORMAT_B4};
+
+qtensor interleaved_copy(const qtensor &w) {
+  qtensor t = qtensor_alloc(w.fmt, w.rows, w.cols, w.group);
+  std::memcpy(t.data->data(), w.data->data(), t.data->size());
+  std::memcpy(t.scales->data(), w.scales->data(), t.scales->size());
+  qtensor_interleave(t);
+  return t;
+}
+
+// The interleaved GEMV's definition on its own int8 activations, in double: y = d * (sum_j c_j
+// q_j s_class(j) + o * X); and the most those activations can move each output (half a step).
+void interleaved_reference(const problem &p, const act_interleaved &a, std::vector<double> &y, std::vector<double> &bound) {
+  const int64_t rows = p.w.rows, cols = p.w.cols;
+  const format_traits &t = traits(p.w.fmt);
+  const int w = t.plane_bits[0], fields = 8 / w;
+  double x_sum = 0;
+  for (int64_t j = 0; j < cols; j++) x_sum += p.x[j];
+  std::vector<uint8_t> codes(cols);
+  y.assign(rows, 0);
+  bound.assign(rows, 0);
+  for (int64_t r = 0; r < rows; r++) {
+    unpack_row(p.w.fmt, p.w.row(r), cols, codes.data());
+    double dot = 0, b = 0;
+    for (int64_t j = 0; j < cols; j++) {
+      const int k = (int)(j % kChunkCols / (8 * w));
+      const double s = (double)a.scale[j / kInterleaveBlockCols * fields + k] * (1 << (w * k));
+      dot += codes[j] * (double)a.q[j] * s;
+      b += codes[j] * s / 2;
+    }
+    const double d = p.w.row_scales(r)[0];
+    y[r] = d * (dot + t.offset * x_sum);
+    bound[r] = std::fabs(d) * b;
+  }
+}
+
+}  // namespace
+
+TEST(interleave_round_trip_and_rules) {
+  lbtest::rng r(12);
+  for (format f : kOnePlane)
+    for (auto shape : {std::pair<int64_t, int64_t>{16, 64}, {48, 1152}, {32, 320}}) {
+      problem p = make_problem(r, f, shape.first, shape.second, 1, 0);
+      CHECK(qtensor_interleavable(p.w));
+      const qtensor t = interleaved_copy(p.w);
+      CHECK(t.interleaved && std::memcmp(t.data->data(), p.w.data->data(), t.data->size()) != 0);
+      std::vector<uint8_t> rows(t.rows * t.row_stride());
+      qtensor_copy_rows(t, 0, t.rows, rows.data());
+      CHECK_MSG(std::memcmp(rows.data(), p.w.data->data(), rows.size()) == 0, std::string(traits(f).name) + " copy_rows");
+      qtensor_copy_rows(t, 5, 6, rows.data());  // one row from the middle of a group
+      CHECK(std::memcmp(rows.data(), p.w.row(5), t.row_stride()) == 0);
+      std::vector<float> dense(p.dense.size());
+      qtensor_dequantize(t, 0, t.rows, dense.data());
+      CHECK(dense == p.dense);
+      bool threw = false;
+      try { qtensor_view(t, 0, 16); } catch (const std::invalid_argument &) { threw = true; }
+      CHECK_MSG(threw, "a view of interleaved rows is refused");
+    }
+  // What cannot be interleaved: partial groups of rows, partial chunks, groups, two planes,
+  // floats, views.
+  lbtest::rng r2(13);
+  CHECK(!qtensor_interleavable(make_problem(r2, FORMAT_B2, 17, 64, 1, 0).w));
+  CHECK(!qtensor_interleavable(make_problem(r2, FORMAT_B2, 16, 100, 1, 0).w));
+  CHECK(!qtensor_interleavable(make_problem(r2, FORMAT_B2, 16, 256, 1, 64).w));
+  CHECK(!qtensor_interleavable(make_problem(r2, FORMAT_B3, 16, 64, 1, 0).w));
+  CHECK(!qtensor_interleavable(make_problem(r2, FORMAT_F16, 16, 64, 1, 0).w));
+  CHECK(!qtensor_interleavable(qtensor_view(make_problem(r2, FORMAT_B2, 32, 64, 1, 0).w, 16, 16)));
+  bool threw = false;
+  qtensor odd = make_problem(r2, FORMAT_B2, 17, 64, 1, 0).w;
+  try { qtensor_interleave(odd); } catch (const std::invalid_argument &) { threw = true; }
+  CHECK(threw && !odd.interleaved);
+}
+
+// GEMV on interleaved rows against its definition on the same int8 activations (float summation
+// order only) and against float64 (within the activation bound); every other product (GEMMs,
+// ISAs without the kernel, float activations) runs from row copies and must equal the row-major
+// result bit for bit.
+TEST(matmul_interleaved) {
+  lbtest::rng r(14);
+  lbtest::for_each_isa([&](const kernel_table &k) {
+    for (format f : kOnePlane)
+      for (auto shape : {std::pair<int64_t, int64_t>{16, 64}, {48, 1152}, {32, 8192}, {64, 320}})
+        for (int64_t n : {1, 3, 7}) {
+          problem p = make_problem(r, f, shape.first, shape.second, n, 0);
+          const qtensor t = interleaved_copy(p.w);
+          const std::string what = std::string(isa_name(k.id)) + " " + traits(f).name + " " +
+                                   std::to_string(shape.first) + "x" + std::to_string(shape.second) + " n=" + std::to_string(n);
+          std::vector<float> y_rows(n * p.w.rows), y(n * p.w.rows);
+          for (act_mode mode : {ACT_Q8, ACT_F32}) {
+            matmul(p.w, p.x.data(), n, y_rows.data(), mode, 2, k);
+            matmul(t, p.x.data(), n, y.data(), mode, 2, k);
+            if (n == 1 && mode == ACT_Q8 && k.gemv_interleaved[f]) {
+              act_interleaved a;
+              k.prepare_interleaved(p.x.data(), p.w.cols, traits(f).plane_bits[0], a);
+              std::vector<double> want, bound;
+              interleaved_reference(p, a, want, bound);
+              const references ref = make_references(p);
+              const double vs_def = worst_ratio(p, y, want, [&](int64_t, int64_t i) { return 2e-6 * ref.abs_dot[i] + 1e-6; });
+              CHECK_MSG(vs_def <= 1, what + " interleaved GEMV vs its definition: " + std::to_string(vs_def));
+              const double vs_exact = worst_ratio(p, y, ref.exact, [&](int64_t, int64_t i) {
+                return 1.001 * bound[i] + 2e-6 * ref.abs_dot[i] + 1e-6;
+              });
+              CHECK_MSG(vs_exact <= 1, what + " interleaved GEMV vs float64: " + std::to_string(vs_exact));
+            } else {
+              CHECK_MSG(y == y_rows, what + (mode == ACT_Q8 ? " int8" : " f32") + ": row copies differ from the rows");
+            }
+          }
+        }
+  });
+}

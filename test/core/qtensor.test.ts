@@ -4,6 +4,7 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 
 import { cpuInfo, DisposedError, LowbitError, QTensor, QUANT_FORMATS, quantize, quantizeAsync, tensorFromPacked } from '../../lib';
+import { binding } from '../../lib/native';
 import { canSpawnNode, seededRandom } from '../helpers/env';
 
 const LEVELS: Record<string, number[]> = {
@@ -136,6 +137,35 @@ describe('QTensor', () => {
     assert.deepEqual(v.codes(), t.codes().subarray(4 * 64, 9 * 64));
     t.dispose();
     assert.deepEqual(v.matmulSync(x).length, 5);  // the view keeps its rows alive
+  });
+
+  it('interleaved copies (the layout models run decode on) keep their codes and products', () => {
+    const rows = 48, cols = 1152, n = 3, w = randomMatrix(rows, cols, 21), x = randomMatrix(n, cols, 22);
+    const interleavedIsa = cpuInfo().interleavedIsas.length > 0;
+    for (const format of ['b1', 't158', 'b2', 'b4'] as const) {
+      const t = binding().AddonQTensor.quantize(w, rows, cols, format, 'rtn', 0, 'f32', 1);
+      const u = t.interleaved();
+      assert.ok(u.info().interleaved && !t.info().interleaved);
+      assert.deepEqual(u.packed(), t.packed(), `${format} packed() gives rows in order`);
+      assert.deepEqual(u.codes(), t.codes());
+      assert.deepEqual(u.dequantize(), t.dequantize());
+      // GEMMs and float activations run the same kernels on row copies: bit for bit
+      assert.deepEqual(u.matmulSync(x, n, 2, 'int8'), t.matmulSync(x, n, 2, 'int8'));
+      assert.deepEqual(u.matmulSync(x.subarray(0, cols), 1, 2, 'f32'), t.matmulSync(x.subarray(0, cols), 1, 2, 'f32'));
+      // one vector: the interleaved GEMV, its own int8 classes, within the same bound as above
+      const { exact, abs } = reference(t.dequantize(), x, rows, cols, 1);
+      const y = u.matmulSync(x.subarray(0, cols), 1, 2, 'int8');
+      for (let i = 0; i < rows; i++) assert.ok(Math.abs(y[i] - exact[i]) <= abs[i] * 0.04 + 1e-4, `${format} ${i}: ${y[i]} vs ${exact[i]}`);
+      if (!interleavedIsa) assert.deepEqual(y, t.matmulSync(x.subarray(0, cols), 1, 2, 'int8'));
+      assert.throws(() => u.view(0, 16), /no row views/);
+      t.dispose();
+      u.dispose();
+    }
+    for (const [format, r, c] of [['b3', 16, 64], ['b2', 17, 64], ['b2', 16, 100]] as const) {
+      const t = binding().AddonQTensor.quantize(randomMatrix(r, c, 23), r, c, format, 'rtn', 0, 'f32', 1);
+      assert.throws(() => t.interleaved(), (e: unknown) => e instanceof RangeError && /multiple of 16/.test(e.message), `${format} ${r}x${c}`);
+      t.dispose();
+    }
   });
 
   it('quantizeAsync equals quantize', async () => {

@@ -25,6 +25,7 @@ struct VecNeon {
   static constexpr int kAccs = 8, kSums = 16;  // 8 x 4 lanes = 32 activation classes per row
   static constexpr int kGemvRows = 2, kGemmRows = 1, kGemmVecs = 2;
   static constexpr bool kFusedB3 = false;
+  static constexpr bool kInterleaved = false;
   using Codes = uint8x16_t;
   using Sum = int32x4_t;
   using Part = std::conditional_t<DOTPROD, int32x4_t, neon_acc16>;

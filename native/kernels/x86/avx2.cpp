@@ -16,6 +16,7 @@ struct VecAvx2 {
   static constexpr int kAccs = 4, kSums = 8;  // 4 x 8 lanes = 32 activation classes per row
   static constexpr int kGemvRows = 2, kGemmRows = 1, kGemmVecs = 2;
   static constexpr bool kFusedB3 = false;
+  static constexpr bool kInterleaved = false;
   using Codes = __m256i;
   using Sum = __m256i;   // 32-bit lanes
   using Part = __m256i;  // 16-bit partial sums of one load, widened into Sum by part_end

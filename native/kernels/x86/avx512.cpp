@@ -62,6 +62,14 @@ struct VecAvx512 {
     __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(c), "v"(xv));
     return acc;
   }
+  // The interleaved GEMV: the 4 activation bytes come as an embedded broadcast operand.
+  static constexpr bool kInterleaved = true;
+  static Sum dot_broadcast(Sum acc, Codes c, const int8_t *x) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(c), "m"(*reinterpret_cast<const int32_t *>(x)));
+    return acc;
+  }
+  static Sum sum_add(Sum a, Sum b) { return _mm512_add_epi32(a, b); }
+  static Fv f_scale1(Sum sum, float s, Fv f) { return _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(s), f); }
   static Fv f_zero() { return _mm512_setzero_ps(); }
   static Fv f_scale(Sum sum, const float *s, Fv f) {
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_loadu_ps(s), f);
