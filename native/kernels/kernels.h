@@ -52,7 +52,7 @@ struct act_q8_plane {
 // One vector for the interleaved GEMV of plane width w (qtensor_interleave): int8 in natural
 // column order, one scale per class (block of kInterleaveBlockCols columns, field): field k of
 // a 64-column chunk holds its columns 8w*k .. 8w*k + 8w - 1. A kernel folds its integer sums
-// into floats once per block and field. Scales carry 2^-(w*k) (fields are summed in place).
+// into floats once per block and field.
 constexpr int64_t kInterleaveBlockCols = 256;
 struct act_interleaved {
   bool built = false;

@@ -26,8 +26,11 @@
 //   f_set1(v), f_store(p, f)      v in every lane; store kFloats floats
 //   hsum(f)                       sum of the lanes
 //   bxor(a, b), low64(a)          for the bandwidth probe
-//   kInterleaved                  has the interleaved GEMV's primitives (kBytes = 4 x 16 rows):
-//   dot_broadcast(acc, codes, x)  acc += per lane, its 4 codes x the 4 int8 at x (every lane)
+//   kInterleaved                  has the interleaved GEMV's primitives (a load holds kBytes / 4
+//                                 rows, one 32-bit lane each):
+//   kInterleaveSums               sums it may keep in registers (parts x chains x fields)
+//   broadcast4(x)                 the 4 int8 at x in every 32-bit lane
+//   dot4(acc, codes, xb)          acc += per lane, its 4 codes x the 4 int8 of xb
 //   sum_add(a, b), f_scale1(sum, s, f)   a + b;  f += float(sum) * s
 //   kFusedB3                      has store(p, codes) and the two primitives below (3-bit GEMM
 //                                 in one pass):
@@ -231,7 +234,7 @@ void prepare_interleaved_plane(const float *x, int64_t cols, act_interleaved &ou
     for (int k = 0; k < F; k++) {
       float m = 0;
       for (int i = 0; i < run; i++) m = std::max(m, amax[k][i]);
-      out.scale[b * F + k] = m / 127.0f / (float)(1 << (W * k));  // in-place fields: 2^-(W*k)
+      out.scale[b * F + k] = m / 127.0f;
       std::fill_n(inv[k], run, m > 0 ? 127.0f / m : 0.0f);
     }
     for (int64_t c = c0; c < c1; c++)
@@ -576,60 +579,80 @@ inline void tile(const qtensor &w, size_t stride, const Act &a, const float *gsu
     }
 }
 
-// Interleaved GEMV (one-plane formats, qtensor_interleave): a vector load holds one word (4
-// bytes) of each of the 16 rows of a group, so lane l sums row l. For word m, field K is masked
-// in place and multiplied by the 4 activations it covers, which are adjacent in natural order
-// (columns 8W*K + 4m % 8W .. + 3 of its chunk): one broadcast operand, no permuted copy of x.
-// A accumulators per field keep 8 dot-product chains in flight; they fold into float once per
-// block of kInterleaveBlockCols columns (the activation classes), and a group ends with one
-// vector multiply by its 16 row scales and one 16-float store: none of the per-row horizontal
-// sums and folds that cost the row-major kernels about as much as a 1152-column row's data.
+// Interleaved GEMV (one-plane formats, qtensor_interleave): the 64 bytes of word m of a group
+// hold that word of its 16 rows, one 32-bit lane each (P vector loads of kBytes). Field K of the
+// word covers 4 columns adjacent in natural order (8W*K + 4m % 8W .. + 3 of its chunk), so it is
+// multiplied by one 4-byte broadcast of the natural-order activations: no permuted copy of x.
+// A pass takes PP of the P parts with A sums per field (kInterleaveSums in all: enough
+// dot-product chains in flight); the sums fold into float once per block of
+// kInterleaveBlockCols columns (the activation classes), and the group ends with one multiply by
+// its row scales and a store: none of the per-row horizontal sums and folds that cost the
+// row-major kernels about as much as a 1152-column row's data.
 template <class Vec, format FMT>
 void gemv_interleaved(const gemm_q8_args &p) {
-  constexpr int W = kFormatTraits[FMT].plane_bits[0], F = 8 / W, A = F >= 8 ? 1 : 8 / F;
-  static_assert(Vec::kBytes == 4 * kInterleaveRows && Vec::kFieldsInPlace, "one word of 16 rows per load");
+  constexpr int W = kFormatTraits[FMT].plane_bits[0], F = 8 / W, L = Vec::kBytes / 4;
+  constexpr int P = kInterleaveRows / L, PP = std::max(1, std::min(P, Vec::kInterleaveSums / F));
+  constexpr int A = std::max(1, Vec::kInterleaveSums / (PP * F));
+  constexpr int chunk_words = 2 * W;  // 4-byte words per row and chunk
+  static_assert(P % PP == 0 && chunk_words % A == 0, "whole parts per pass, whole chains per chunk");
   const qtensor &w = *p.w;
   const act_interleaved &x = p.a->interleaved[width_slot(W)];
   const size_t stride = w.row_stride();
-  constexpr int chunk_words = 2 * W;  // 4-byte words per row and chunk
   float x_sum = 0;
   for (int64_t i = 0; i < (w.cols + 31) / 32; i++) x_sum += p.a->segment_sum[i];
   const typename Vec::Fv offset = Vec::f_set1(kFormatTraits[FMT].offset * x_sum);
-  // One stream: prefetch 8 KiB ahead, each line twice a step apart (as the row-major GEMV).
+  // One stream: prefetch 8 KiB ahead, each line twice (as the row-major GEMV).
   constexpr size_t kAhead = 8192;
   const int64_t chunks = w.cols / kChunkCols, block_chunks = kInterleaveBlockCols / kChunkCols;
   for (int64_t r = p.r0; r < p.r1; r += kInterleaveRows) {
     const uint8_t *group = w.data->data() + (size_t)r * stride;
-    typename Vec::Fv f = Vec::f_zero();
-    for (int64_t c0 = 0, b = 0; c0 < chunks; c0 += block_chunks, b++) {
-      typename Vec::Sum acc[A][F];
-      for (int a = 0; a < A; a++)
-        for (int k = 0; k < F; k++) acc[a][k] = Vec::sum_zero();
-      for (int64_t c = c0; c < std::min(chunks, c0 + block_chunks); c++) {
-        const uint8_t *words = group + c * chunk_words * Vec::kBytes;
-        const int8_t *xc = x.q.data() + c * kChunkCols;
-        // word j of the chunk: its field K holds columns 8W*K + 4j .. + 3
-        unrolled<chunk_words>([&](auto j_c) LB_INLINE {
-          constexpr int j = decltype(j_c)::value, a = j % A;
-          const uint8_t *at = words + j * Vec::kBytes;
-          __builtin_prefetch(at + kAhead, 0, 1);
-          __builtin_prefetch(at + kAhead + 64, 0, 1);
-          const typename Vec::Codes codes = Vec::load(at);
-          unrolled<F>([&](auto k_c) LB_INLINE {
-            constexpr int K = decltype(k_c)::value;
-            acc[a][K] = Vec::dot_broadcast(acc[a][K], Vec::template field_in_place<W, K>(codes), xc + 8 * W * K + 4 * j);
+    for (int p0 = 0; p0 < P; p0 += PP) {
+      typename Vec::Fv f[PP];
+      for (int q = 0; q < PP; q++) f[q] = Vec::f_zero();
+      for (int64_t c0 = 0, b = 0; c0 < chunks; c0 += block_chunks, b++) {
+        typename Vec::Sum acc[PP][A][F];
+        for (int q = 0; q < PP; q++)
+          for (int a = 0; a < A; a++)
+            for (int k = 0; k < F; k++) acc[q][a][k] = Vec::sum_zero();
+        for (int64_t c = c0; c < std::min(chunks, c0 + block_chunks); c++) {
+          const uint8_t *words = group + c * chunk_words * 4 * kInterleaveRows;
+          const int8_t *xc = x.q.data() + c * kChunkCols;
+          unrolled<chunk_words>([&](auto j_c) LB_INLINE {
+            constexpr int j = decltype(j_c)::value, a = j % A;
+            const uint8_t *at = words + j * 4 * kInterleaveRows;
+            __builtin_prefetch(at + kAhead, 0, 1);
+            __builtin_prefetch(at + kAhead + 64, 0, 1);
+            typename Vec::Codes codes[PP];
+            for (int q = 0; q < PP; q++) codes[q] = Vec::load(at + (p0 + q) * Vec::kBytes);
+            unrolled<F>([&](auto k_c) LB_INLINE {
+              constexpr int K = decltype(k_c)::value;
+              const typename Vec::Codes xb = Vec::broadcast4(xc + 8 * W * K + 4 * j);
+              for (int q = 0; q < PP; q++) {
+                typename Vec::Codes field;
+                if constexpr (Vec::kFieldsInPlace) field = Vec::template field_in_place<W, K>(codes[q]);
+                else field = Vec::template field<W, K>(codes[q]);
+                acc[q][a][K] = Vec::dot4(acc[q][a][K], field, xb);
+              }
+            });
           });
+        }
+        unrolled<F>([&](auto k_c) LB_INLINE {
+          constexpr int K = decltype(k_c)::value;
+          // fields in place sum code << W*K
+          const float s = x.scale[b * F + K] / (Vec::kFieldsInPlace ? (float)(1 << (W * K)) : 1.0f);
+          for (int q = 0; q < PP; q++) {
+            typename Vec::Sum total = acc[q][0][K];
+            for (int a = 1; a < A; a++) total = Vec::sum_add(total, acc[q][a][K]);
+            f[q] = Vec::f_scale1(total, s, f[q]);
+          }
         });
       }
-      unrolled<F>([&](auto k_c) LB_INLINE {
-        constexpr int K = decltype(k_c)::value;
-        typename Vec::Sum total = acc[0][K];
-        for (int a = 1; a < A; a++) total = Vec::sum_add(total, acc[a][K]);
-        f = Vec::f_scale1(total, x.scale[b * F + K], f);
-      });
+      // y = d * (sum + offset * X), L rows per store
+      for (int q = 0; q < PP; q++) {
+        const int64_t row = r + (p0 + q) * L;
+        Vec::f_store(p.y + row, Vec::f_fma(Vec::f_add(f[q], offset), Vec::f_load(w.row_scales(row)), Vec::f_zero()));
+      }
     }
-    // y = d * (sum + offset * X), 16 rows at once
-    Vec::f_store(p.y + r, Vec::f_fma(Vec::f_add(f, offset), Vec::f_load(w.row_scales(r)), Vec::f_zero()));
   }
 }
 

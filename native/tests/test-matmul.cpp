@@ -287,7 +287,7 @@ void interleaved_reference(const problem &p, const act_interleaved &a, std::vect
     double dot = 0, b = 0;
     for (int64_t j = 0; j < cols; j++) {
       const int k = (int)(j % kChunkCols / (8 * w));
-      const double s = (double)a.scale[j / kInterleaveBlockCols * fields + k] * (1 << (w * k));
+      const double s = a.scale[j / kInterleaveBlockCols * fields + k];
       dot += codes[j] * (double)a.q[j] * s;
       b += codes[j] * s / 2;
     }

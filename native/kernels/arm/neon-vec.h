@@ -5,6 +5,7 @@
 
 #include <arm_neon.h>
 
+#include <cstring>
 #include <type_traits>
 
 #include "../simd-gemm.h"
@@ -25,11 +26,27 @@ struct VecNeon {
   static constexpr int kAccs = 8, kSums = 16;  // 8 x 4 lanes = 32 activation classes per row
   static constexpr int kGemvRows = 2, kGemmRows = 1, kGemmVecs = 2;
   static constexpr bool kFusedB3 = false;
-  static constexpr bool kInterleaved = false;
   using Codes = uint8x16_t;
   using Sum = int32x4_t;
   using Part = std::conditional_t<DOTPROD, int32x4_t, neon_acc16>;
   using Fv = float32x4_t;
+
+  // The interleaved GEMV (4 rows per load) needs SDOT; without it models stay row-major.
+  static constexpr bool kInterleaved = DOTPROD;
+  static constexpr int kInterleaveSums = 16;
+  static Codes broadcast4(const int8_t *x) {
+    int32_t v;
+    std::memcpy(&v, x, 4);
+    return vreinterpretq_u8_s32(vdupq_n_s32(v));
+  }
+  static Sum dot4(Sum acc, Codes c, Codes xb) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    if constexpr (DOTPROD) return vdotq_s32(acc, vreinterpretq_s8_u8(c), vreinterpretq_s8_u8(xb));
+#endif
+    return acc;  // not reached: no interleaved GEMV without SDOT
+  }
+  static Sum sum_add(Sum a, Sum b) { return vaddq_s32(a, b); }
+  static Fv f_scale1(Sum sum, float s, Fv f) { return vfmaq_n_f32(f, vcvtq_f32_s32(sum), s); }
 
   static Codes load(const uint8_t *p) { return vld1q_u8(p); }
   template <int W, int K>

@@ -3,6 +3,8 @@
 // (u8 codes x s8 activations, four products per 32-bit lane). Matches kernels/ref/ref.cpp.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "../simd-gemm.h"
 
 #ifndef LB_FIELD_GFNI
@@ -62,10 +64,16 @@ struct VecAvx512 {
     __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(c), "v"(xv));
     return acc;
   }
-  // The interleaved GEMV: the 4 activation bytes come as an embedded broadcast operand.
+  // The interleaved GEMV (16 rows per load).
   static constexpr bool kInterleaved = true;
-  static Sum dot_broadcast(Sum acc, Codes c, const int8_t *x) {
-    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(c), "m"(*reinterpret_cast<const int32_t *>(x)));
+  static constexpr int kInterleaveSums = 8;
+  static Codes broadcast4(const int8_t *x) {
+    int32_t v;
+    std::memcpy(&v, x, 4);
+    return _mm512_set1_epi32(v);
+  }
+  static Sum dot4(Sum acc, Codes c, Codes xb) {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(c), "v"(xb));
     return acc;
   }
   static Sum sum_add(Sum a, Sum b) { return _mm512_add_epi32(a, b); }
