@@ -78,8 +78,8 @@ struct model {
 // the tensor.
 std::string model_validate(const model &m);
 
-// Rewrites the layers' weights that table k multiplies faster interleaved (short rows: every
-// one-plane format with an interleaved GEMV; docs/KERNELS.md) into that layout, in place. The
+// Rewrites the layer weights table k has an interleaved GEMV for (one-plane formats, whole groups
+// of rows; docs/KERNELS.md) into that layout, in place, when the model multiplies in int8. The
 // model must own their storage: other handles on it would see the new layout unmarked.
 void model_interleave_weights(model &m, const kernel_table &k);
 

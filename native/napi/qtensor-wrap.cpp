@@ -350,8 +350,9 @@ Napi::Value AddonQTensor::MatmulSync(const Napi::CallbackInfo &info) {
 
 Napi::Value AddonQTensor::Packed(const Napi::CallbackInfo &info) {
   const qtensor &t = live(info.Env());
+  if (!t.interleaved) return copy_bytes(info.Env(), t.row(0), (size_t)t.rows * t.row_stride());
   std::vector<uint8_t> rows((size_t)t.rows * t.row_stride());
-  qtensor_copy_rows(t, 0, t.rows, rows.data());  // row order whatever the layout
+  qtensor_copy_rows(t, 0, t.rows, rows.data());  // back to row order
   return copy_bytes(info.Env(), rows.data(), rows.size());
 }
 
