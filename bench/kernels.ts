@@ -4,7 +4,7 @@
  * of weights stream per pass) and cache-resident (one matrix of at most 16 MiB, repeated) — with
  * each kernel's weight throughput as a ratio to this machine's read bandwidth measured in the same
  * run. GEMVs run on row-major weights and, where the ISA has the interleaved GEMV (what models
- * use there for b1, t158, b2 and b4), on an interleaved copy too (`layout`). Prints a table and
+ * use there), on an interleaved copy too (`layout`). Prints a table and
  * writes bench/results/kernels.json.
  *
  * Options: --isa avx512,avx2  --threads 1,2  --formats b2,b4  --regimes dram,cache,gemm
@@ -110,7 +110,7 @@ function record(r: Omit<KernelResult, 'weightGBps' | 'ratioToBandwidth' | 'gops'
 function gemv(format: Format, rows: number, cols: number) {
   const x = Float32Array.from({ length: cols }, () => Math.random() - 0.5);
   const layouts: KernelResult['layout'][] = ['rows'];
-  if (format !== 'b3' && info.interleavedIsas.some((i) => isas.includes(i))) layouts.push('interleaved');
+  if (info.interleavedIsas.some((i) => isas.includes(i))) layouts.push('interleaved');
   for (const layout of layouts) {
     const base = randomMatrix(format, rows, cols);
     const bytes = base.info().bytes;

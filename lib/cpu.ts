@@ -8,7 +8,7 @@ export type { IsaName } from './native';
  * ...); `physicalCores` and `logicalCores`; `defaultThreads` (the physical cores, used when an
  * option leaves threads unset); `isa`, the kernels in use (the best the CPU supports, or
  * LOWBIT_ISA when set); `isas`, every kernel set this CPU can run; `interleavedIsas`, those with
- * the interleaved GEMV (loaded models store their b1/t158/b2/b4 weights interleaved there).
+ * the interleaved GEMV (loaded models store their quantized layer weights interleaved there).
  */
 export type CpuInfo = AddonCpuInfo;
 

@@ -179,7 +179,7 @@ export interface AddonCpuInfo {
   defaultThreads: number;
   isa: IsaName;
   isas: IsaName[];
-  /** ISAs with the interleaved GEMV: models loaded there store b1/t158/b2/b4 weights interleaved. */
+  /** ISAs with the interleaved GEMV: models loaded there store their quantized layer weights interleaved. */
   interleavedIsas: IsaName[];
 }
 

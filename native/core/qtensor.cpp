@@ -104,7 +104,7 @@ void qtensor_dequantize(const qtensor &t, int64_t r0, int64_t r1, float *out) {
 
 bool qtensor_interleavable(const qtensor &t) {
   const format_traits &tr = traits(t.fmt);
-  return tr.quantized && tr.n_planes == 1 && t.group == 0 && !t.interleaved && t.row0 == 0 &&
+  return tr.quantized && t.group == 0 && !t.interleaved && t.row0 == 0 &&
          t.rows % kInterleaveRows == 0 && t.cols % kChunkCols == 0 && t.data &&
          t.data->size() == (size_t)t.rows * t.row_stride();
 }

@@ -77,8 +77,9 @@ void qtensor_dequantize(const qtensor &t, int64_t r0, int64_t r1, float *out);
 // fold per group and block of columns, one contiguous stream per group (docs/KERNELS.md). Word m
 // of row r: group r / 16 at byte (r / 16) * 16 * stride, then (m * 16 + r % 16) * 4.
 constexpr int kInterleaveRows = 16;
-// One-plane quantized formats with one scale per row, whole groups of rows and whole 64-column
-// chunks (every real model width), on a whole tensor (not a view).
+// Quantized formats with one scale per row, whole groups of rows and whole 64-column chunks
+// (every real model width), on a whole tensor (not a view). A two-plane row (b3) is its 2-bit
+// plane's words, then its 1-bit plane's.
 bool qtensor_interleavable(const qtensor &t);
 // Rewrites t's storage in place into the interleaved layout and marks t. Every other qtensor on
 // the same storage (a shared SHARP weight, the handle it was built from) sees the new layout

@@ -579,30 +579,87 @@ inline void tile(const qtensor &w, size_t stride, const Act &a, const float *gsu
     }
 }
 
-// Interleaved GEMV (one-plane formats, qtensor_interleave): the 64 bytes of word m of a group
-// hold that word of its 16 rows, one 32-bit lane each (P vector loads of kBytes). Field K of the
-// word covers 4 columns adjacent in natural order (8W*K + 4m % 8W .. + 3 of its chunk), so it is
+// Interleaved GEMV (qtensor_interleave): the 64 bytes of word m of a group hold that word of its
+// 16 rows, one 32-bit lane each (P vector loads of kBytes). Field K of a word of a plane of width
+// W covers 4 columns adjacent in natural order (8W*K + 4m % 8W .. + 3 of its chunk), so it is
 // multiplied by one 4-byte broadcast of the natural-order activations: no permuted copy of x.
 // A pass takes PP of the P parts with A sums per field (kInterleaveSums in all: enough
 // dot-product chains in flight); the sums fold into float once per block of
 // kInterleaveBlockCols columns (the activation classes), and the group ends with one multiply by
 // its row scales and a store: none of the per-row horizontal sums and folds that cost the
 // row-major kernels about as much as a 1152-column row's data.
+
+// The sums of one plane (width W, its words from `first` on in each row) for PP parts.
+template <class Vec, int W, int PP, int A>
+struct interleaved_plane {
+  static constexpr int F = 8 / W, chunk_words = 2 * W;  // 4-byte words per row and chunk
+  static_assert(chunk_words % A == 0, "whole chains per chunk");
+  int64_t first;                // the plane's first word in a row
+  const act_interleaved *x;     // its activations
+  float factor;                 // 2^(bits below the plane)
+  typename Vec::Sum acc[PP][A][F];
+
+  LB_INLINE void zero() {
+    for (int q = 0; q < PP; q++)
+      for (int a = 0; a < A; a++)
+        for (int k = 0; k < F; k++) acc[q][a][k] = Vec::sum_zero();
+  }
+  // Chunk c's words of this plane in `group`, parts p0 .. p0 + PP - 1.
+  LB_INLINE void chunk(const uint8_t *group, int64_t c, int p0) {
+    constexpr size_t kAhead = 8192;  // one stream per plane: 8 KiB ahead, each line twice
+    const uint8_t *words = group + (first + c * chunk_words) * 4 * kInterleaveRows;
+    const int8_t *xc = x->q.data() + c * kChunkCols;
+    unrolled<chunk_words>([&](auto j_c) LB_INLINE {
+      constexpr int j = decltype(j_c)::value, a = j % A;
+      const uint8_t *at = words + j * 4 * kInterleaveRows;
+      __builtin_prefetch(at + kAhead, 0, 1);
+      __builtin_prefetch(at + kAhead + 64, 0, 1);
+      typename Vec::Codes codes[PP];
+      for (int q = 0; q < PP; q++) codes[q] = Vec::load(at + (p0 + q) * Vec::kBytes);
+      unrolled<F>([&](auto k_c) LB_INLINE {
+        constexpr int K = decltype(k_c)::value;
+        const typename Vec::Codes xb = Vec::broadcast4(xc + 8 * W * K + 4 * j);
+        for (int q = 0; q < PP; q++) {
+          typename Vec::Codes field;
+          if constexpr (Vec::kFieldsInPlace) field = Vec::template field_in_place<W, K>(codes[q]);
+          else field = Vec::template field<W, K>(codes[q]);
+          acc[q][a][K] = Vec::dot4(acc[q][a][K], field, xb);
+        }
+      });
+    });
+  }
+  // Block b's sums into f, times their class scales.
+  LB_INLINE void fold(int64_t b, typename Vec::Fv (&f)[PP]) {
+    unrolled<F>([&](auto k_c) LB_INLINE {
+      constexpr int K = decltype(k_c)::value;
+      // fields in place sum code << W*K
+      const float s = x->scale[b * F + K] * factor / (Vec::kFieldsInPlace ? (float)(1 << (W * K)) : 1.0f);
+      for (int q = 0; q < PP; q++) {
+        typename Vec::Sum total = acc[q][0][K];
+        for (int a = 1; a < A; a++) total = Vec::sum_add(total, acc[q][a][K]);
+        f[q] = Vec::f_scale1(total, s, f[q]);
+      }
+    });
+  }
+};
+
 template <class Vec, format FMT>
 void gemv_interleaved(const gemm_q8_args &p) {
-  constexpr int W = kFormatTraits[FMT].plane_bits[0], F = 8 / W, L = Vec::kBytes / 4;
-  constexpr int P = kInterleaveRows / L, PP = std::max(1, std::min(P, Vec::kInterleaveSums / F));
-  constexpr int A = std::max(1, Vec::kInterleaveSums / (PP * F));
-  constexpr int chunk_words = 2 * W;  // 4-byte words per row and chunk
-  static_assert(P % PP == 0 && chunk_words % A == 0, "whole parts per pass, whole chains per chunk");
+  constexpr format_traits T = kFormatTraits[FMT];
+  constexpr int NP = T.n_planes, W0 = T.plane_bits[0], W1 = NP > 1 ? T.plane_bits[1] : W0;
+  constexpr int FT = 8 / W0 + (NP > 1 ? 8 / W1 : 0);  // sums per part and chain
+  constexpr int L = Vec::kBytes / 4, P = kInterleaveRows / L;
+  constexpr int PP = std::max(1, std::min(P, Vec::kInterleaveSums / FT));
+  constexpr int A = std::max(1, Vec::kInterleaveSums / (PP * FT));
+  static_assert(NP <= 2 && P % PP == 0, "one or two planes, whole parts per pass");
   const qtensor &w = *p.w;
-  const act_interleaved &x = p.a->interleaved[width_slot(W)];
   const size_t stride = w.row_stride();
+  interleaved_plane<Vec, W0, PP, A> plane0{0, &p.a->interleaved[width_slot(W0)], 1.0f, {}};
+  interleaved_plane<Vec, W1, PP, A> plane1{(int64_t)plane_row_bytes(W0, w.cols) / 4, &p.a->interleaved[width_slot(W1)],
+                                           (float)(1 << W0), {}};
   float x_sum = 0;
   for (int64_t i = 0; i < (w.cols + 31) / 32; i++) x_sum += p.a->segment_sum[i];
-  const typename Vec::Fv offset = Vec::f_set1(kFormatTraits[FMT].offset * x_sum);
-  // One stream: prefetch 8 KiB ahead, each line twice (as the row-major GEMV).
-  constexpr size_t kAhead = 8192;
+  const typename Vec::Fv offset = Vec::f_set1(T.offset * x_sum);
   const int64_t chunks = w.cols / kChunkCols, block_chunks = kInterleaveBlockCols / kChunkCols;
   for (int64_t r = p.r0; r < p.r1; r += kInterleaveRows) {
     const uint8_t *group = w.data->data() + (size_t)r * stride;
@@ -610,42 +667,14 @@ void gemv_interleaved(const gemm_q8_args &p) {
       typename Vec::Fv f[PP];
       for (int q = 0; q < PP; q++) f[q] = Vec::f_zero();
       for (int64_t c0 = 0, b = 0; c0 < chunks; c0 += block_chunks, b++) {
-        typename Vec::Sum acc[PP][A][F];
-        for (int q = 0; q < PP; q++)
-          for (int a = 0; a < A; a++)
-            for (int k = 0; k < F; k++) acc[q][a][k] = Vec::sum_zero();
+        plane0.zero();
+        if constexpr (NP > 1) plane1.zero();
         for (int64_t c = c0; c < std::min(chunks, c0 + block_chunks); c++) {
-          const uint8_t *words = group + c * chunk_words * 4 * kInterleaveRows;
-          const int8_t *xc = x.q.data() + c * kChunkCols;
-          unrolled<chunk_words>([&](auto j_c) LB_INLINE {
-            constexpr int j = decltype(j_c)::value, a = j % A;
-            const uint8_t *at = words + j * 4 * kInterleaveRows;
-            __builtin_prefetch(at + kAhead, 0, 1);
-            __builtin_prefetch(at + kAhead + 64, 0, 1);
-            typename Vec::Codes codes[PP];
-            for (int q = 0; q < PP; q++) codes[q] = Vec::load(at + (p0 + q) * Vec::kBytes);
-            unrolled<F>([&](auto k_c) LB_INLINE {
-              constexpr int K = decltype(k_c)::value;
-              const typename Vec::Codes xb = Vec::broadcast4(xc + 8 * W * K + 4 * j);
-              for (int q = 0; q < PP; q++) {
-                typename Vec::Codes field;
-                if constexpr (Vec::kFieldsInPlace) field = Vec::template field_in_place<W, K>(codes[q]);
-                else field = Vec::template field<W, K>(codes[q]);
-                acc[q][a][K] = Vec::dot4(acc[q][a][K], field, xb);
-              }
-            });
-          });
+          plane0.chunk(group, c, p0);
+          if constexpr (NP > 1) plane1.chunk(group, c, p0);
         }
-        unrolled<F>([&](auto k_c) LB_INLINE {
-          constexpr int K = decltype(k_c)::value;
-          // fields in place sum code << W*K
-          const float s = x.scale[b * F + K] / (Vec::kFieldsInPlace ? (float)(1 << (W * K)) : 1.0f);
-          for (int q = 0; q < PP; q++) {
-            typename Vec::Sum total = acc[q][0][K];
-            for (int a = 1; a < A; a++) total = Vec::sum_add(total, acc[q][a][K]);
-            f[q] = Vec::f_scale1(total, s, f[q]);
-          }
-        });
+        plane0.fold(b, f);
+        if constexpr (NP > 1) plane1.fold(b, f);
       }
       // y = d * (sum + offset * X), L rows per store
       for (int q = 0; q < PP; q++) {
@@ -924,7 +953,7 @@ kernel_table make_table(isa id) {
     if constexpr (kFormatTraits[F].quantized) {
       k.gemm_q8[F] = gemm_quant<Vec, F, true, gemm_q8_args>;
       k.gemm_f32[F] = gemm_quant<Vec, F, false, gemm_f32_args>;
-      if constexpr (Vec::kInterleaved && kFormatTraits[F].n_planes == 1) k.gemv_interleaved[F] = gemv_interleaved<Vec, F>;
+      if constexpr (Vec::kInterleaved) k.gemv_interleaved[F] = gemv_interleaved<Vec, F>;
     }
   });
   k.prepare_q8 = prepare_q8<Vec>;

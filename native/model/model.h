@@ -78,7 +78,7 @@ struct model {
 // the tensor.
 std::string model_validate(const model &m);
 
-// Rewrites the layer weights table k has an interleaved GEMV for (one-plane formats, whole groups
+// Rewrites the layer weights table k has an interleaved GEMV for (quantized, whole groups
 // of rows; docs/KERNELS.md) into that layout, in place, when the model multiplies in int8. The
 // model must own their storage: other handles on it would see the new layout unmarked.
 void model_interleave_weights(model &m, const kernel_table &k);

@@ -387,7 +387,7 @@ Napi::Value AddonQTensor::Interleaved(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   const qtensor &t = live(env);
   if (!qtensor_interleavable(t))
-    throw Napi::RangeError::New(env, "only whole tensors of b1, t158, b2 or b4 with one scale per row, rows a multiple of 16 "
+    throw Napi::RangeError::New(env, "only whole quantized tensors with one scale per row, rows a multiple of 16 "
                                      "and columns a multiple of 64 can be interleaved");
   qtensor copy = qtensor_alloc(t.fmt, t.rows, t.cols, t.group);
   std::memcpy(copy.data->data(), t.data->data(), copy.data->size());

@@ -261,7 +261,7 @@ TEST(thread_pool_runs_every_task_and_rethrows) {
 
 namespace {
 
-const format kOnePlane[] = {FORMAT_B1, FORMAT_T158, FORMAT_B2, FORMAT_B4};
+const format kInterleavable[] = {FORMAT_B1, FORMAT_T158, FORMAT_B2, FORMAT_B3, FORMAT_B4};
 
 qtensor interleaved_copy(const qtensor &w) {
   qtensor t = qtensor_alloc(w.fmt, w.rows, w.cols, w.group);
@@ -271,12 +271,14 @@ qtensor interleaved_copy(const qtensor &w) {
   return t;
 }
 
-// The interleaved GEMV's definition on its own int8 activations, in double: y = d * (sum_j c_j
-// q_j s_class(j) + o * X); and the most those activations can move each output (half a step).
-void interleaved_reference(const problem &p, const act_interleaved &a, std::vector<double> &y, std::vector<double> &bound) {
+// The interleaved GEMV's definition on its own int8 activations (one set per plane width), in
+// double: y = d * (sum_p 2^low_p sum_j field_p(c_j) q_pj s_p(j) + o * X); and the most those
+// activations can move each output (half a step each).
+void interleaved_reference(const problem &p, const kernel_table &k, std::vector<double> &y, std::vector<double> &bound) {
   const int64_t rows = p.w.rows, cols = p.w.cols;
   const format_traits &t = traits(p.w.fmt);
-  const int w = t.plane_bits[0], fields = 8 / w;
+  act_interleaved a[2];
+  for (int pl = 0; pl < t.n_planes; pl++) k.prepare_interleaved(p.x.data(), cols, t.plane_bits[pl], a[pl]);
   double x_sum = 0;
   for (int64_t j = 0; j < cols; j++) x_sum += p.x[j];
   std::vector<uint8_t> codes(cols);
@@ -286,10 +288,15 @@ void interleaved_reference(const problem &p, const act_interleaved &a, std::vect
     unpack_row(p.w.fmt, p.w.row(r), cols, codes.data());
     double dot = 0, b = 0;
     for (int64_t j = 0; j < cols; j++) {
-      const int k = (int)(j % kChunkCols / (8 * w));
-      const double s = a.scale[j / kInterleaveBlockCols * fields + k];
-      dot += codes[j] * (double)a.q[j] * s;
-      b += codes[j] * s / 2;
+      int low = 0;
+      for (int pl = 0; pl < t.n_planes; pl++) {
+        const int w = t.plane_bits[pl], k = (int)(j % kChunkCols / (8 * w));
+        const double s = a[pl].scale[j / kInterleaveBlockCols * (8 / w) + k];
+        const int field = (codes[j] >> low) & ((1 << w) - 1);
+        dot += (double)(field << low) * a[pl].q[j] * s;
+        b += (double)(field << low) * s / 2;
+        low += w;
+      }
     }
     const double d = p.w.row_scales(r)[0];
     y[r] = d * (dot + t.offset * x_sum);
@@ -301,7 +308,7 @@ void interleaved_reference(const problem &p, const act_interleaved &a, std::vect
 
 TEST(interleave_round_trip_and_rules) {
   lbtest::rng r(12);
-  for (format f : kOnePlane)
+  for (format f : kInterleavable)
     for (auto shape : {std::pair<int64_t, int64_t>{16, 64}, {48, 1152}, {32, 320}}) {
       problem p = make_problem(r, f, shape.first, shape.second, 1, 0);
       CHECK(qtensor_interleavable(p.w));
@@ -319,13 +326,11 @@ TEST(interleave_round_trip_and_rules) {
       try { qtensor_view(t, 0, 16); } catch (const std::invalid_argument &) { threw = true; }
       CHECK_MSG(threw, "a view of interleaved rows is refused");
     }
-  // What cannot be interleaved: partial groups of rows, partial chunks, groups, two planes,
-  // floats, views.
+  // What cannot be interleaved: partial groups of rows, partial chunks, groups, floats, views.
   lbtest::rng r2(13);
   CHECK(!qtensor_interleavable(make_problem(r2, FORMAT_B2, 17, 64, 1, 0).w));
   CHECK(!qtensor_interleavable(make_problem(r2, FORMAT_B2, 16, 100, 1, 0).w));
   CHECK(!qtensor_interleavable(make_problem(r2, FORMAT_B2, 16, 256, 1, 64).w));
-  CHECK(!qtensor_interleavable(make_problem(r2, FORMAT_B3, 16, 64, 1, 0).w));
   CHECK(!qtensor_interleavable(make_problem(r2, FORMAT_F16, 16, 64, 1, 0).w));
   CHECK(!qtensor_interleavable(qtensor_view(make_problem(r2, FORMAT_B2, 32, 64, 1, 0).w, 16, 16)));
   bool threw = false;
@@ -341,7 +346,7 @@ TEST(interleave_round_trip_and_rules) {
 TEST(matmul_interleaved) {
   lbtest::rng r(14);
   lbtest::for_each_isa([&](const kernel_table &k) {
-    for (format f : kOnePlane)
+    for (format f : kInterleavable)
       for (auto shape : {std::pair<int64_t, int64_t>{16, 64}, {48, 1152}, {32, 8192}, {64, 320}})
         for (int64_t n : {1, 3, 7}) {
           problem p = make_problem(r, f, shape.first, shape.second, n, 0);
@@ -353,10 +358,8 @@ TEST(matmul_interleaved) {
             matmul(p.w, p.x.data(), n, y_rows.data(), mode, 2, k);
             matmul(t, p.x.data(), n, y.data(), mode, 2, k);
             if (n == 1 && mode == ACT_Q8 && k.gemv_interleaved[f]) {
-              act_interleaved a;
-              k.prepare_interleaved(p.x.data(), p.w.cols, traits(f).plane_bits[0], a);
               std::vector<double> want, bound;
-              interleaved_reference(p, a, want, bound);
+              interleaved_reference(p, k, want, bound);
               const references ref = make_references(p);
               const double vs_def = worst_ratio(p, y, want, [&](int64_t, int64_t i) { return 2e-6 * ref.abs_dot[i] + 1e-6; });
               CHECK_MSG(vs_def <= 1, what + " interleaved GEMV vs its definition: " + std::to_string(vs_def));

@@ -142,7 +142,7 @@ describe('QTensor', () => {
   it('interleaved copies (the layout models run decode on) keep their codes and products', () => {
     const rows = 48, cols = 1152, n = 3, w = randomMatrix(rows, cols, 21), x = randomMatrix(n, cols, 22);
     const interleavedIsa = cpuInfo().interleavedIsas.includes(cpuInfo().isa);
-    for (const format of ['b1', 't158', 'b2', 'b4'] as const) {
+    for (const format of ['b1', 't158', 'b2', 'b3', 'b4'] as const) {
       const t = binding().AddonQTensor.quantize(w, rows, cols, format, 'rtn', 0, 'f32', 1);
       const u = t.interleaved();
       assert.ok(u.info().interleaved && !t.info().interleaved);
@@ -161,8 +161,8 @@ describe('QTensor', () => {
       t.dispose();
       u.dispose();
     }
-    for (const [format, r, c] of [['b3', 16, 64], ['b2', 17, 64], ['b2', 16, 100]] as const) {
-      const t = binding().AddonQTensor.quantize(randomMatrix(r, c, 23), r, c, format, 'rtn', 0, 'f32', 1);
+    for (const [format, r, c, group] of [['b2', 16, 256, 64], ['b2', 17, 64, 0], ['b2', 16, 100, 0]] as const) {
+      const t = binding().AddonQTensor.quantize(randomMatrix(r, c, 23), r, c, format, 'rtn', group, 'f32', 1);
       assert.throws(() => t.interleaved(), (e: unknown) => e instanceof RangeError && /multiple of 16/.test(e.message), `${format} ${r}x${c}`);
       t.dispose();
     }
