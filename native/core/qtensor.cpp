@@ -126,6 +126,15 @@ void qtensor_interleave(qtensor &t) {
   t.interleaved = true;
 }
 
+qtensor qtensor_interleaved_copy(const qtensor &t) {
+  if (!qtensor_interleavable(t)) throw std::invalid_argument("qtensor_interleave: tensor cannot be interleaved");
+  qtensor copy = qtensor_alloc(t.fmt, t.rows, t.cols, t.group);
+  std::memcpy(copy.data->data(), t.data->data(), copy.data->size());
+  std::memcpy(copy.scales->data(), t.scales->data(), copy.scales->size());
+  qtensor_interleave(copy);
+  return copy;
+}
+
 void qtensor_copy_rows(const qtensor &t, int64_t r0, int64_t r1, uint8_t *out) {
   const size_t stride = t.row_stride();
   if (!t.interleaved) {

@@ -85,6 +85,8 @@ bool qtensor_interleavable(const qtensor &t);
 // the same storage (a shared SHARP weight, the handle it was built from) sees the new layout
 // without the mark: the caller must own the storage (the model, which drops those handles).
 void qtensor_interleave(qtensor &t);
+// An interleaved copy of t (own storage; t is left as it is). Throws like qtensor_interleave.
+qtensor qtensor_interleaved_copy(const qtensor &t);
 // Packed rows [r0, r1) of t, row after row (row_stride() bytes each), whatever its layout.
 void qtensor_copy_rows(const qtensor &t, int64_t r0, int64_t r1, uint8_t *out);
 

@@ -958,7 +958,7 @@ kernel_table make_table(isa id) {
   });
   k.prepare_q8 = prepare_q8<Vec>;
   k.prepare_f32 = prepare_f32<Vec>;
-  k.prepare_interleaved = prepare_interleaved<Vec>;
+  if constexpr (Vec::kInterleaved) k.prepare_interleaved = prepare_interleaved<Vec>;
   k.supports_group = supports_group<Vec>;
   k.read_bytes = read_bytes<Vec>;
   k.to_f16 = to_f16<Vec>;

@@ -389,11 +389,7 @@ Napi::Value AddonQTensor::Interleaved(const Napi::CallbackInfo &info) {
   if (!qtensor_interleavable(t))
     throw Napi::RangeError::New(env, "only whole quantized tensors with one scale per row, rows a multiple of 16 "
                                      "and columns a multiple of 64 can be interleaved");
-  qtensor copy = qtensor_alloc(t.fmt, t.rows, t.cols, t.group);
-  std::memcpy(copy.data->data(), t.data->data(), copy.data->size());
-  std::memcpy(copy.scales->data(), t.scales->data(), copy.scales->size());
-  qtensor_interleave(copy);
-  return Create(env, copy);
+  return Create(env, guarded(env, [&] { return qtensor_interleaved_copy(t); }));
 }
 
 Napi::Value AddonQTensor::Info(const Napi::CallbackInfo &info) {

@@ -263,14 +263,6 @@ namespace {
 
 const format kInterleavable[] = {FORMAT_B1, FORMAT_T158, FORMAT_B2, FORMAT_B3, FORMAT_B4};
 
-qtensor interleaved_copy(const qtensor &w) {
-  qtensor t = qtensor_alloc(w.fmt, w.rows, w.cols, w.group);
-  std::memcpy(t.data->data(), w.data->data(), t.data->size());
-  std::memcpy(t.scales->data(), w.scales->data(), t.scales->size());
-  qtensor_interleave(t);
-  return t;
-}
-
 // The interleaved GEMV's definition on its own int8 activations (one set per plane width), in
 // double: y = d * (sum_p 2^low_p sum_j field_p(c_j) q_pj s_p(j) + o * X); and the most those
 // activations can move each output (half a step each).
@@ -312,7 +304,7 @@ TEST(interleave_round_trip_and_rules) {
     for (auto shape : {std::pair<int64_t, int64_t>{16, 64}, {48, 1152}, {32, 320}}) {
       problem p = make_problem(r, f, shape.first, shape.second, 1, 0);
       CHECK(qtensor_interleavable(p.w));
-      const qtensor t = interleaved_copy(p.w);
+      const qtensor t = qtensor_interleaved_copy(p.w);
       CHECK(t.interleaved && std::memcmp(t.data->data(), p.w.data->data(), t.data->size()) != 0);
       std::vector<uint8_t> rows(t.rows * t.row_stride());
       qtensor_copy_rows(t, 0, t.rows, rows.data());
@@ -350,7 +342,7 @@ TEST(matmul_interleaved) {
       for (auto shape : {std::pair<int64_t, int64_t>{16, 64}, {48, 1152}, {32, 8192}, {64, 320}})
         for (int64_t n : {1, 3, 7}) {
           problem p = make_problem(r, f, shape.first, shape.second, n, 0);
-          const qtensor t = interleaved_copy(p.w);
+          const qtensor t = qtensor_interleaved_copy(p.w);
           const std::string what = std::string(isa_name(k.id)) + " " + traits(f).name + " " +
                                    std::to_string(shape.first) + "x" + std::to_string(shape.second) + " n=" + std::to_string(n);
           std::vector<float> y_rows(n * p.w.rows), y(n * p.w.rows);
