@@ -606,14 +606,15 @@ struct interleaved_plane {
   }
   // Chunk c's words of this plane in `group`, parts p0 .. p0 + PP - 1.
   LB_INLINE void chunk(const uint8_t *group, int64_t c, int p0) {
-    constexpr size_t kAhead = 8192;  // one stream per plane: 8 KiB ahead, each line twice
+    // One stream per plane, prefetched 8 KiB ahead, once per 64-byte line (a second prefetch per
+    // line cost cache-resident 4-bit rows 10-20% and changed no decode speed).
+    constexpr size_t kAhead = 8192;
     const uint8_t *words = group + (first + c * chunk_words) * 4 * kInterleaveRows;
     const int8_t *xc = x->q.data() + c * kChunkCols;
     unrolled<chunk_words>([&](auto j_c) LB_INLINE {
       constexpr int j = decltype(j_c)::value, a = j % A;
       const uint8_t *at = words + j * 4 * kInterleaveRows;
       __builtin_prefetch(at + kAhead, 0, 1);
-      __builtin_prefetch(at + kAhead + 64, 0, 1);
       typename Vec::Codes codes[PP];
       for (int q = 0; q < PP; q++) codes[q] = Vec::load(at + (p0 + q) * Vec::kBytes);
       unrolled<F>([&](auto k_c) LB_INLINE {
