@@ -285,41 +285,58 @@ LB_INLINE inline float dot_row(const T *w, const float *x, int64_t n) {
 // Attention over a KV cache (kernel_table::attention_f32 / attention_f16).
 // Scores over tiled, transposed keys: for a run of NB vectors of positions (within one tile) and Q
 // queries, each head dimension j adds the tile's key row j (NB loads shared by the Q queries)
-// times q[i][j] (a broadcast) into Q x NB accumulators. Runs of two vectors, then one; the last
-// vector may cover positions past count (inside its tile), computed but not stored.
+// times q[i][j] (a broadcast) into Q x NB accumulators. The last vector may cover positions past
+// count (inside its tile), computed but not stored.
+template <class Vec, class T, int Q, int NB>
+LB_INLINE inline void score_run(const kv_columns<T> &keys, const float *q, float *s, int64_t p) {
+  constexpr int L = Vec::kFloats;
+  const int64_t n = keys.n, count = keys.count;
+  const T *tile = keys.data + key_index(p, 0, n);
+  typename Vec::Fv acc[Q][NB];
+  for (int k = 0; k < Q; k++)
+    for (int b = 0; b < NB; b++) acc[k][b] = Vec::f_zero();
+  for (int64_t j = 0; j < n; j++) {
+    typename Vec::Fv key[NB];
+    for (int b = 0; b < NB; b++) key[b] = Vec::f_load(tile + j * kKeyTile + b * L);
+    for (int k = 0; k < Q; k++) {
+      const typename Vec::Fv qj = Vec::f_set1(q[k * n + j]);
+      for (int b = 0; b < NB; b++) acc[k][b] = Vec::f_fma(key[b], qj, acc[k][b]);
+    }
+  }
+  const int64_t stored = std::min<int64_t>(NB * L, count - p);
+  for (int k = 0; k < Q; k++) {
+    float *out = s + k * count + p;
+    if (stored == NB * L) {
+      for (int b = 0; b < NB; b++) Vec::f_store(out + b * L, acc[k][b]);
+    } else {
+      float part[NB * L];
+      for (int b = 0; b < NB; b++) Vec::f_store(part + b * L, acc[k][b]);
+      std::copy_n(part, stored, out);
+    }
+  }
+}
+
+// Runs of two vectors of positions, then one; queries in blocks of four, then one block of the
+// rest (a GQA group of 3, as MobileLLM's, computes no fourth query to throw away). The queries are
+// scaled once up front, so the inner loop broadcasts them straight from memory.
 template <class Vec, class T>
 void attention_scores(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s) {
-  constexpr int L = Vec::kFloats, Q = 4;
+  constexpr int L = Vec::kFloats;
   static_assert(kKeyTile % (2 * L) == 0, "a run of positions must stay inside a key tile");
   const int64_t n = keys.n, count = keys.count;
+  static thread_local std::vector<float> scaled;
+  scaled.resize((size_t)nq * n);
+  for (int64_t i = 0; i < nq * n; i++) scaled[i] = scale * q[i];
   auto run = [&](auto vectors, int64_t p) LB_INLINE {
     constexpr int NB = decltype(vectors)::value;
-    const int64_t stored = std::min<int64_t>(NB * L, count - p);
-    const T *tile = keys.data + key_index(p, 0, n);
-    for (int i0 = 0; i0 < nq; i0 += Q) {
-      const float *qs[Q];  // past the last query, repeat it (computed, not stored)
-      for (int k = 0; k < Q; k++) qs[k] = q + std::min(i0 + k, nq - 1) * n;
-      typename Vec::Fv acc[Q][NB];
-      for (int k = 0; k < Q; k++)
-        for (int b = 0; b < NB; b++) acc[k][b] = Vec::f_zero();
-      for (int64_t j = 0; j < n; j++) {
-        typename Vec::Fv key[NB];
-        for (int b = 0; b < NB; b++) key[b] = Vec::f_load(tile + j * kKeyTile + b * L);
-        for (int k = 0; k < Q; k++) {
-          const typename Vec::Fv qj = Vec::f_set1(scale * qs[k][j]);
-          for (int b = 0; b < NB; b++) acc[k][b] = Vec::f_fma(key[b], qj, acc[k][b]);
-        }
-      }
-      for (int k = 0; k < Q && i0 + k < nq; k++) {
-        float *out = s + (i0 + k) * count + p;
-        if (stored == NB * L) {
-          for (int b = 0; b < NB; b++) Vec::f_store(out + b * L, acc[k][b]);
-        } else {
-          float part[NB * L];
-          for (int b = 0; b < NB; b++) Vec::f_store(part + b * L, acc[k][b]);
-          std::copy_n(part, stored, out);
-        }
-      }
+    int i = 0;
+    for (; i + 4 <= nq; i += 4) score_run<Vec, T, 4, NB>(keys, scaled.data() + i * n, s + i * count, p);
+    const float *qi = scaled.data() + i * n;
+    float *si = s + i * count;
+    switch (nq - i) {
+      case 3: score_run<Vec, T, 3, NB>(keys, qi, si, p); break;
+      case 2: score_run<Vec, T, 2, NB>(keys, qi, si, p); break;
+      case 1: score_run<Vec, T, 1, NB>(keys, qi, si, p); break;
     }
   };
   int64_t p = 0;
