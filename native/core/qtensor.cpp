@@ -119,7 +119,9 @@ void qtensor_interleave(qtensor &t) {
     for (int64_t g = task * per_task; g < std::min(groups, (task + 1) * per_task); g++) {
       uint8_t *base = t.data->data() + g * group_bytes;
       for (int l = 0; l < kInterleaveRows; l++)
-        for (size_t m = 0; m < words; m++) std::memcpy(&group[m * kInterleaveRows + l], base + l * stride + 4 * m, 4);
+        for_each_interleaved_word(t.fmt, t.cols, [&](size_t m, size_t slot) {
+          std::memcpy(&group[slot * kInterleaveRows + l], base + l * stride + 4 * m, 4);
+        });
       std::memcpy(base, group.data(), group_bytes);
     }
   });
@@ -141,11 +143,12 @@ void qtensor_copy_rows(const qtensor &t, int64_t r0, int64_t r1, uint8_t *out) {
     std::memcpy(out, t.row(r0, stride), (size_t)(r1 - r0) * stride);
     return;
   }
-  const size_t words = stride / 4;
   for (int64_t r = r0; r < r1; r++, out += stride) {
     const uint8_t *group = t.data->data() + (r / kInterleaveRows) * kInterleaveRows * stride;
     const int l = (int)(r % kInterleaveRows);
-    for (size_t m = 0; m < words; m++) std::memcpy(out + 4 * m, group + (m * kInterleaveRows + l) * 4, 4);
+    for_each_interleaved_word(t.fmt, t.cols, [&](size_t m, size_t slot) {
+      std::memcpy(out + 4 * m, group + (slot * kInterleaveRows + l) * 4, 4);
+    });
   }
 }
 

@@ -71,15 +71,30 @@ std::string qtensor_check_shape(format f, int64_t rows, int64_t cols, int64_t gr
 // Dequantize rows [r0, r1) into out (row-major, (r1 - r0) x cols floats).
 void qtensor_dequantize(const qtensor &t, int64_t r0, int64_t r1, float *out);
 
-// The interleaved layout, for decode GEMVs of short rows: a group of 16 rows stores word m (bytes
-// 4m..4m+3 of each packed row) of all 16 rows together, so one 64-byte vector holds a word of
-// each row. A kernel then keeps one row per 32-bit lane: no horizontal sum per row, one float
-// fold per group and block of columns, one contiguous stream per group (docs/KERNELS.md). Word m
-// of row r: group r / 16 at byte (r / 16) * 16 * stride, then (m * 16 + r % 16) * 4.
+// The interleaved layout, for decode GEMVs of short rows: a group of 16 rows stores each 4-byte
+// word of its packed rows for all 16 rows together, so one 64-byte vector holds a word of each
+// row. A kernel then keeps one row per 32-bit lane: no horizontal sum per row, one float fold per
+// group and block of columns (docs/KERNELS.md). The words go chunk by chunk (64 columns), each
+// chunk's words of every plane together (b3: its four 2-bit words, then its two 1-bit words), so
+// a group is one sequential stream: the hardware prefetcher follows it, where two streams per
+// group (b3 plane after plane) needed software prefetches that slowed the one-stream formats.
+// Word m of row r lies in group r / 16 (at byte (r / 16) * 16 * stride), at byte
+// (interleaved_word_slot(f, cols, m) * 16 + r % 16) * 4.
 constexpr int kInterleaveRows = 16;
+// fn(m, slot) for every word m of a packed row of format f (quantized, cols a multiple of 64):
+// the slot of the group's word sequence that holds it.
+template <class Fn>
+void for_each_interleaved_word(format f, int64_t cols, Fn fn) {
+  const format_traits &t = traits(f);
+  int chunk_words = 0;  // words per chunk, every plane
+  for (int p = 0; p < t.n_planes; p++) chunk_words += 2 * t.plane_bits[p];
+  size_t m = 0;
+  for (int p = 0, first = 0; p < t.n_planes; first += 2 * t.plane_bits[p], p++)
+    for (int64_t c = 0; c < cols / kChunkCols; c++)
+      for (int j = 0; j < 2 * t.plane_bits[p]; j++) fn(m++, (size_t)c * chunk_words + first + j);
+}
 // Quantized formats with one scale per row, whole groups of rows and whole 64-column chunks
-// (every real model width), on a whole tensor (not a view). A two-plane row (b3) is its 2-bit
-// plane's words, then its 1-bit plane's.
+// (every real model width), on a whole tensor (not a view).
 bool qtensor_interleavable(const qtensor &t);
 // Rewrites t's storage in place into the interleaved layout and marks t. Every other qtensor on
 // the same storage (a shared SHARP weight, the handle it was built from) sees the new layout

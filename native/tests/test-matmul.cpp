@@ -318,6 +318,18 @@ TEST(interleave_round_trip_and_rules) {
       try { qtensor_view(t, 0, 16); } catch (const std::invalid_argument &) { threw = true; }
       CHECK_MSG(threw, "a view of interleaved rows is refused");
     }
+  // Where the words go: chunk by chunk; a b3 chunk's four 2-bit words, then its two 1-bit words.
+  for (format f : kInterleavable) {
+    problem p = make_problem(r, f, 16, 128, 1, 0);
+    const qtensor t = qtensor_interleaved_copy(p.w);
+    const size_t words = t.row_stride() / 4, low_words = 128 * 2 / 32;  // b3: 2-bit words per row
+    for (size_t m = 0; m < words; m++) {
+      const size_t slot = f != FORMAT_B3 ? m : m < low_words ? m / 4 * 6 + m % 4 : (m - low_words) / 2 * 6 + 4 + (m - low_words) % 2;
+      for (int l = 0; l < kInterleaveRows; l++)
+        CHECK_MSG(std::memcmp(t.data->data() + (slot * kInterleaveRows + l) * 4, p.w.row(l) + 4 * m, 4) == 0,
+                  std::string(traits(f).name) + " word " + std::to_string(m) + " of row " + std::to_string(l));
+    }
+  }
   // What cannot be interleaved: partial groups of rows, partial chunks, groups, floats, views.
   lbtest::rng r2(13);
   CHECK(!qtensor_interleavable(make_problem(r2, FORMAT_B2, 17, 64, 1, 0).w));
