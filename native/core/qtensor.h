@@ -78,8 +78,8 @@ void qtensor_dequantize(const qtensor &t, int64_t r0, int64_t r1, float *out);
 // chunk's words of every plane together (b3: its four 2-bit words, then its two 1-bit words), so
 // a group is one sequential stream: the hardware prefetcher follows it, where two streams per
 // group (b3 plane after plane) needed software prefetches that slowed the one-stream formats.
-// Word m of row r lies in group r / 16 (at byte (r / 16) * 16 * stride), at byte
-// (interleaved_word_slot(f, cols, m) * 16 + r % 16) * 4.
+// Word m of row r lies in group r / 16 (from byte (r / 16) * 16 * stride), at byte
+// (slot * 16 + r % 16) * 4 of it, its slot given by for_each_interleaved_word.
 constexpr int kInterleaveRows = 16;
 // fn(m, slot) for every word m of a packed row of format f (quantized, cols a multiple of 64):
 // the slot of the group's word sequence that holds it.
