@@ -1,7 +1,9 @@
 // Thread pool (see pool.h).
 #include "pool.h"
 
+#include <algorithm>
 #include <chrono>
+#include <stdexcept>
 
 #include "cpu.h"
 
@@ -52,18 +54,49 @@ void thread_pool::ensure_workers(int n) {
   }
 }
 
-void thread_pool::work_on_job() {
-  for (;;) {
-    const int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
-    if (i >= n_tasks_) return;
-    try {
+void thread_pool::work_on_job(int slot) {
+  try {
+    if (spans_) return work_on_spans(slot);
+    for (;;) {
+      const int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
+      if (i >= n_tasks_) return;
       (*task_)(i);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!error_) error_ = std::current_exception();
-      next_.store(n_tasks_, std::memory_order_relaxed);  // skip the rest
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!error_) error_ = std::current_exception();
+    next_.store(n_tasks_, std::memory_order_relaxed);  // skip the rest
+    for (auto &share : shares_) share.store(0, std::memory_order_relaxed);
+  }
+}
+
+namespace {
+
+// Claims a span of a share: half of what is left (at least one unit), from its front or back.
+// Halving keeps the owner's first span long (one stream) and the last spans a unit or two.
+bool claim(std::atomic<uint64_t> &share, bool front, int64_t &u0, int64_t &u1) {
+  uint64_t v = share.load(std::memory_order_relaxed);
+  for (;;) {
+    const uint32_t f = (uint32_t)(v >> 32), b = (uint32_t)v;
+    if (f >= b) return false;
+    const uint32_t take = std::max<uint32_t>(1, (b - f) / 2);
+    const uint64_t next = front ? (uint64_t)(f + take) << 32 | b : (uint64_t)f << 32 | (b - take);
+    if (share.compare_exchange_weak(v, next, std::memory_order_relaxed)) {
+      u0 = front ? f : b - take;
+      u1 = front ? f + take : b;
+      return true;
     }
   }
+}
+
+}  // namespace
+
+void thread_pool::work_on_spans(int slot) {
+  const int n = (int)shares_.size();
+  int64_t u0, u1;
+  while (claim(shares_[slot], true, u0, u1)) (*spans_)(u0, u1);
+  for (int k = 1; k < n; k++)
+    while (claim(shares_[(slot + k) % n], false, u0, u1)) (*spans_)(u0, u1);
 }
 
 void thread_pool::worker_main(int index) {
@@ -78,12 +111,35 @@ void thread_pool::worker_main(int index) {
       if (stop_) return;
       if (index >= wanted_workers_) continue;
     }
-    work_on_job();
+    work_on_job(index + 1);
     if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mutex_);
       done_.notify_one();
     }
   }
+}
+
+void thread_pool::start_job(int helpers) {
+  ensure_workers(helpers);
+  wanted_workers_ = helpers;
+  active_.store(helpers, std::memory_order_relaxed);
+  error_ = nullptr;
+  generation_.fetch_add(1, std::memory_order_release);
+}
+
+void thread_pool::finish_job() {
+  wake_.notify_all();
+  work_on_job(0);
+  // Wait for the helpers: spin first, they finish within a task's time.
+  spin_while([&] { return active_.load(std::memory_order_acquire) != 0; }, 100);
+  std::exception_ptr error;
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return active_.load(std::memory_order_acquire) == 0; });
+    error = error_;
+    error_ = nullptr;
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 void thread_pool::run(int64_t n_tasks, int threads, const std::function<void(int64_t)> &task) {
@@ -94,29 +150,35 @@ void thread_pool::run(int64_t n_tasks, int threads, const std::function<void(int
     return;
   }
   std::lock_guard<std::mutex> run_lock(run_mutex_);
-  std::exception_ptr error;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    ensure_workers(helpers);
     task_ = &task;
+    spans_ = nullptr;
     n_tasks_ = n_tasks;
     next_.store(0, std::memory_order_relaxed);
-    wanted_workers_ = helpers;
-    active_.store(helpers, std::memory_order_relaxed);
-    error_ = nullptr;
-    generation_.fetch_add(1, std::memory_order_release);
+    start_job(helpers);
   }
-  wake_.notify_all();
-  work_on_job();
-  // Wait for the helpers: spin first, they finish within a task's time.
-  spin_while([&] { return active_.load(std::memory_order_acquire) != 0; }, 100);
+  finish_job();
+}
+
+void thread_pool::run_spans(int64_t n_units, int threads, const std::function<void(int64_t, int64_t)> &fn) {
+  if (n_units <= 0) return;
+  if (n_units >= (int64_t)1 << 31) throw std::length_error("run_spans: too many units");
+  const int helpers = (int)std::min<int64_t>(threads, n_units) - 1;
+  if (helpers <= 0) return fn(0, n_units);
+  std::lock_guard<std::mutex> run_lock(run_mutex_);
   {
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return active_.load(std::memory_order_acquire) == 0; });
-    error = error_;
-    error_ = nullptr;
+    std::lock_guard<std::mutex> lock(mutex_);
+    const int takers = helpers + 1;
+    if ((int)shares_.size() != takers) shares_ = std::vector<std::atomic<uint64_t>>(takers);
+    for (int t = 0; t < takers; t++)
+      shares_[t].store((uint64_t)(n_units * t / takers) << 32 | (uint64_t)(n_units * (t + 1) / takers),
+                       std::memory_order_relaxed);
+    spans_ = &fn;
+    task_ = nullptr;
+    start_job(helpers);
   }
-  if (error) std::rethrow_exception(error);
+  finish_job();
 }
 
 }  // namespace lb

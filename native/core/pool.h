@@ -23,13 +23,23 @@ class thread_pool {
   // and returns when all are done. The first exception thrown by a task is rethrown here.
   void run(int64_t n_tasks, int threads, const std::function<void(int64_t)> &task);
 
+  // Runs fn(u0, u1) over disjoint spans that together cover the units [0, n_units), on at most
+  // `threads` threads. Each thread owns a contiguous share and walks it front to back in shrinking
+  // spans (one sequential memory stream, as a streaming GEMV wants); a thread that runs out takes
+  // spans from the back of another's share, so all finish within about one unit of each other
+  // (a late or slowed thread costs no more). n_units must be below 2^31.
+  void run_spans(int64_t n_units, int threads, const std::function<void(int64_t, int64_t)> &fn);
+
   ~thread_pool();
 
  private:
   thread_pool() = default;
   void ensure_workers(int n);
   void worker_main(int index);
-  void work_on_job();
+  void start_job(int helpers);
+  void finish_job();
+  void work_on_job(int slot);
+  void work_on_spans(int slot);
 
   std::mutex run_mutex_;  // serialises run()
   std::mutex mutex_;      // guards the fields below and the wake-up
@@ -43,7 +53,11 @@ class thread_pool {
   std::atomic<int64_t> next_{0};    // next task index
   int64_t n_tasks_ = 0;
   int wanted_workers_ = 0;          // workers [0, wanted) take part in the current job
-  const std::function<void(int64_t)> *task_ = nullptr;
+  const std::function<void(int64_t)> *task_ = nullptr;        // run()'s job, or
+  const std::function<void(int64_t, int64_t)> *spans_ = nullptr;  // run_spans()'s
+  // run_spans: each taking thread's unclaimed units, packed as front << 32 | back. A slot's owner
+  // claims from the front, others from the back; both by compare-and-swap on the one word.
+  std::vector<std::atomic<uint64_t>> shares_;
   std::exception_ptr error_;
 };
 

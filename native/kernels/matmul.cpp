@@ -232,31 +232,23 @@ void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, a
   const int64_t cols = jobs[0].w->cols;
   if (integer) prepare_all(kt, jobs, shared, x, n, cols, aq, threads);
   else prepare_all(kt, jobs, shared, x, n, cols, af, threads);
-  // Tasks of whole 4-row tiles, a few per thread so uneven cores still finish together; one
-  // dispatch for all the jobs that share the activations. A single vector (decode) streams each
-  // weight once, so its tasks are also capped at 1 MiB of weights: a thread slowed by a neighbour
-  // then costs one small task at the end, not an eighth of the output layer. (128 KiB tasks
-  // measured slower: every task restarts the hardware prefetcher's stream.) Joint jobs: a task
-  // takes the same rows of every job, then runs `together` on them, on the thread that wrote them.
+  // Work is split in units of whole 4-row tiles, or of whole groups of interleaved rows; one
+  // dispatch for all the jobs that share the activations. Joint jobs: a unit is the same rows of
+  // every job, and `together` runs on them on the thread that wrote them.
   int64_t total_rows = 0;
   for (int j = 0; j < shared; j++) total_rows += jobs[j].w->rows;
-  const int64_t task_rows = joint ? jobs[0].w->rows : total_rows;  // rows the tasks divide
-  size_t row_bytes = 0;                                             // weight bytes per such row
-  for (int j = 0; j < (joint ? shared : 1); j++) row_bytes += jobs[j].w->row_stride();
-  // Tasks of whole tiles, or of whole groups of interleaved rows.
-  int64_t align = 4;
+  const int64_t split_rows = joint ? jobs[0].w->rows : total_rows;  // rows the units divide
+  int64_t unit_rows = 4;
   for (int j = 0; j < shared; j++)
-    if (jobs[j].w->interleaved) align = kInterleaveRows;
-  int64_t per_task = std::max(align, (task_rows / (std::max(threads, 1) * 4) + align - 1) / align * align);
-  if (n == 1) {
-    constexpr size_t kTaskBytes = 1 << 20;
-    per_task = std::min(per_task, std::max(align, (int64_t)(kTaskBytes / row_bytes) / align * align));
-  }
-  if (total_rows * cols * n < (int64_t)1 << 16) per_task = task_rows;  // tiny: not worth waking threads
-  int64_t first_task[kMaxJobs + 1] = {0};  // job j's tasks are [first_task[j], first_task[j + 1])
-  for (int j = 0; j < shared && !joint; j++)
-    first_task[j + 1] = first_task[j] + (jobs[j].w->rows + per_task - 1) / per_task;
-  const int64_t n_tasks = joint ? (task_rows + per_task - 1) / per_task : first_task[shared];
+    if (jobs[j].w->interleaved) unit_rows = kInterleaveRows;
+  // A prefill's units are a few per thread, so uneven cores still finish together. A decode step
+  // (one vector) streams each weight once: its units stay small and the pool hands each thread one
+  // contiguous share to stream (run_spans), which also keeps the threads' ends within a unit.
+  if (n > 1) unit_rows = std::max(unit_rows, (split_rows / (std::max(threads, 1) * 4) + unit_rows - 1) / unit_rows * unit_rows);
+  const bool tiny = total_rows * cols * n < (int64_t)1 << 16;  // not worth waking threads
+  int64_t first_unit[kMaxJobs + 1] = {0};  // job j's units (joint: all share job 0's)
+  for (int j = 0; j < shared; j++) first_unit[j + 1] = first_unit[j] + (jobs[j].w->rows + unit_rows - 1) / unit_rows;
+  const int64_t n_units = joint ? first_unit[1] : first_unit[shared];
   const act_q8 &a8 = aq;
   const act_f32 &a32 = af;
   auto rows_of = [&](const matmul_job &job, int64_t r0, int64_t r1) {
@@ -274,18 +266,22 @@ void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, a
     }
     if (job.epilogue && *job.epilogue) (*job.epilogue)(r0, r1);
   };
-  thread_pool::global().run(n_tasks, threads, [&](int64_t i) {
+  auto units = [&](int64_t u0, int64_t u1) {
     if (joint) {
-      const int64_t r0 = i * per_task, r1 = std::min(task_rows, r0 + per_task);
+      const int64_t r0 = u0 * unit_rows, r1 = std::min(split_rows, u1 * unit_rows);
       for (int j = 0; j < shared; j++) rows_of(jobs[j], r0, r1);
       (*together)(r0, r1);
       return;
     }
-    int j = 0;
-    while (i >= first_task[j + 1]) j++;
-    const int64_t r0 = (i - first_task[j]) * per_task;
-    rows_of(jobs[j], r0, std::min(jobs[j].w->rows, r0 + per_task));
-  });
+    for (int j = 0; j < shared; j++) {
+      const int64_t from = std::max(u0, first_unit[j]), to = std::min(u1, first_unit[j + 1]);
+      if (from < to)
+        rows_of(jobs[j], (from - first_unit[j]) * unit_rows, std::min(jobs[j].w->rows, (to - first_unit[j]) * unit_rows));
+    }
+  };
+  if (tiny) units(0, n_units);
+  else if (n == 1) thread_pool::global().run_spans(n_units, threads, units);
+  else thread_pool::global().run(n_units, threads, [&](int64_t u) { units(u, u + 1); });
   if (shared < count) matmul_many(jobs + shared, count - shared, x, n, mode, threads, k);
 }
 

@@ -213,16 +213,23 @@ void per_token(const context &c, int n, Fn fn) {
   thread_pool::global().run(n, c.threads, [&](int64_t t) { fn((int)t); });
 }
 
+// Element offsets of kv head h of a layer in the caches: its keys (transposed tiles, key_index)
+// and its values (one row per position).
+size_t keys_at(const context &c, int layer, int h) {
+  return ((size_t)layer * c.m->config.n_kv_heads + h) * c.key_positions() * c.m->config.head_dim;
+}
+size_t values_at(const context &c, int layer, int h) {
+  return ((size_t)layer * c.m->config.n_kv_heads + h) * c.n_ctx * c.m->config.head_dim;
+}
+
 // Writes one token's keys and values (n_kv_heads x head_dim each) of a layer into the cache at
 // position pos: values as that position's row, keys into their transposed tile (key_index).
 template <class T>
 void kv_store_as(context &c, int layer, int pos, const T *keys, const T *values) {
-  const model_config &cfg = c.m->config;
-  const int hd = cfg.head_dim;
-  for (int h = 0; h < cfg.n_kv_heads; h++) {
-    const size_t head = (size_t)layer * cfg.n_kv_heads + h;
-    T *k_head = reinterpret_cast<T *>(c.k_cache.data()) + head * c.key_positions() * hd;
-    T *v_row = reinterpret_cast<T *>(c.v_cache.data()) + (head * c.n_ctx + pos) * hd;
+  const int hd = c.m->config.head_dim;
+  for (int h = 0; h < c.m->config.n_kv_heads; h++) {
+    T *k_head = reinterpret_cast<T *>(c.k_cache.data()) + keys_at(c, layer, h);
+    T *v_row = reinterpret_cast<T *>(c.v_cache.data()) + values_at(c, layer, h) + (size_t)pos * hd;
     for (int j = 0; j < hd; j++) k_head[key_index(pos, j, hd)] = keys[(size_t)h * hd + j];
     std::copy_n(values + (size_t)h * hd, hd, v_row);
   }
@@ -239,6 +246,26 @@ void kv_store(context &c, int layer, int pos, const float *keys, const float *va
   k.to_f16(keys, (int64_t)kv_dim, half.data());
   k.to_f16(values, (int64_t)kv_dim, half.data() + kv_dim);
   kv_store_as(c, layer, pos, half.data(), half.data() + kv_dim);
+}
+
+// Asks for the cache lines a decode step of layer `layer` will write at position pos (a key's
+// values lie on head_dim lines of its transposed tile, each to be read and written back). Issued
+// before the q/k/v product, they arrive while it streams weights. Found cold, they made RoPE and
+// the store 2.5% of a MobileLLM-600M decode step (0.9% with the prefetch).
+template <class T>
+void kv_prefetch_slot_as(const context &c, int layer, int pos) {
+  const int hd = c.m->config.head_dim;
+  for (int h = 0; h < c.m->config.n_kv_heads; h++) {
+    const T *k_head = reinterpret_cast<const T *>(c.k_cache.data()) + keys_at(c, layer, h);
+    const T *v_row = reinterpret_cast<const T *>(c.v_cache.data()) + values_at(c, layer, h) + (size_t)pos * hd;
+    for (int j = 0; j < hd; j++) __builtin_prefetch(k_head + key_index(pos, j, hd), 1, 3);
+    for (size_t b = 0; b < hd * sizeof(T); b += 64) __builtin_prefetch((const char *)v_row + b, 1, 3);
+  }
+}
+
+void kv_prefetch_slot(const context &c, int layer, int pos) {
+  if (c.kv == KV_F16) kv_prefetch_slot_as<uint16_t>(c, layer, pos);
+  else kv_prefetch_slot_as<float>(c, layer, pos);
 }
 
 // Per-call scratch, sized for n tokens.
@@ -283,9 +310,8 @@ void attention(context &c, int layer, int n, buffers &b) {
       scores.resize((size_t)nq * count);
       for (int t = 0; t < tokens; t++)
         std::copy_n(b.q.data() + (size_t)(t0 + t) * q_dim + head0, (size_t)group * hd, q.data() + (size_t)t * group * hd);
-      const size_t head = (size_t)layer * cfg.n_kv_heads + kvh;
-      const T *k_head = reinterpret_cast<const T *>(c.k_cache.data()) + head * c.key_positions() * hd;
-      const T *v_head = reinterpret_cast<const T *>(c.v_cache.data()) + head * c.n_ctx * hd;
+      const T *k_head = reinterpret_cast<const T *>(c.k_cache.data()) + keys_at(c, layer, kvh);
+      const T *v_head = reinterpret_cast<const T *>(c.v_cache.data()) + values_at(c, layer, kvh);
       const kv_columns<T> keys{k_head, count, hd};
       const kv_rows<T> values{v_head, hd, count, hd};
       ops.scores(keys, q.data(), nq, inv_sqrt, scores.data());
@@ -369,6 +395,7 @@ void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_l
     per_token(c, n, [&](int t) {
       rmsnorm(&b.x[(size_t)t * dim], w.attn_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)t * dim]);
     });
+    if (n == 1) kv_prefetch_slot(c, l, c.pos);
     apply(c, {job(w.wq, b.q.data()), job(w.wk, b.k.data()), job(w.wv, b.v.data())}, b.xb.data(), n);
     // RoPE on q and k, then k and v into the cache at their positions
     per_token(c, n, [&](int t) {

@@ -2,7 +2,10 @@
 // (same int8 activations, so only float summation order differs) and against a float64 product
 // of the dequantized weights (within the activation-quantization bound computed here).
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "../core/pool.h"
 #include "../core/quantize.h"
@@ -252,6 +255,38 @@ TEST(thread_pool_runs_every_task_and_rethrows) {
     thread_pool::global().run(100, 4, [&](int64_t i) { if (i == 57) throw std::runtime_error("task 57"); });
   } catch (const std::runtime_error &e) {
     thrown = std::string(e.what()) == "task 57";
+  }
+  CHECK(thrown);
+}
+
+TEST(thread_pool_spans_cover_every_unit_once) {
+  for (int threads : {1, 2, 3, 4})
+    for (int64_t n : {1, 2, 3, 17, 1000}) {
+      std::vector<std::atomic<int>> hits(n);
+      thread_pool::global().run_spans(n, threads, [&](int64_t u0, int64_t u1) {
+        CHECK(0 <= u0 && u0 < u1 && u1 <= n);
+        for (int64_t u = u0; u < u1; u++) hits[u]++;
+      });
+      int once = 0;
+      for (auto &h : hits) once += h == 1;
+      CHECK(once == n);
+    }
+  // A slow thread's share is taken over: the caller sleeps on each of its spans, so the helper
+  // must end up with more than its own half.
+  const auto caller = std::this_thread::get_id();
+  std::atomic<int64_t> by_helper{0};
+  thread_pool::global().run_spans(1000, 2, [&](int64_t u0, int64_t u1) {
+    if (std::this_thread::get_id() == caller) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    else by_helper += u1 - u0;
+  });
+  CHECK(by_helper > 500);
+  bool thrown = false;
+  try {
+    thread_pool::global().run_spans(100, 2, [&](int64_t u0, int64_t u1) {
+      if (u0 <= 57 && 57 < u1) throw std::runtime_error("unit 57");
+    });
+  } catch (const std::runtime_error &e) {
+    thrown = std::string(e.what()) == "unit 57";
   }
   CHECK(thrown);
 }
