@@ -222,50 +222,32 @@ size_t values_at(const context &c, int layer, int h) {
   return ((size_t)layer * c.m->config.n_kv_heads + h) * c.n_ctx * c.m->config.head_dim;
 }
 
-// Writes one token's keys and values (n_kv_heads x head_dim each) of a layer into the cache at
-// position pos: values as that position's row, keys into their transposed tile (key_index).
+// Writes one token's keys and values for kv heads [h0, h1) of a layer into the cache at position
+// pos (keys and values hold head_dim values per head, from head h0 on): values as that position's
+// row, keys into their transposed tile (key_index).
 template <class T>
-void kv_store_as(context &c, int layer, int pos, const T *keys, const T *values) {
+void kv_store_as(context &c, int layer, int pos, int h0, int h1, const T *keys, const T *values) {
   const int hd = c.m->config.head_dim;
-  for (int h = 0; h < c.m->config.n_kv_heads; h++) {
+  for (int h = h0; h < h1; h++) {
     T *k_head = reinterpret_cast<T *>(c.k_cache.data()) + keys_at(c, layer, h);
     T *v_row = reinterpret_cast<T *>(c.v_cache.data()) + values_at(c, layer, h) + (size_t)pos * hd;
-    for (int j = 0; j < hd; j++) k_head[key_index(pos, j, hd)] = keys[(size_t)h * hd + j];
-    std::copy_n(values + (size_t)h * hd, hd, v_row);
+    const size_t at = (size_t)(h - h0) * hd;
+    for (int j = 0; j < hd; j++) k_head[key_index(pos, j, hd)] = keys[at + j];
+    std::copy_n(values + at, hd, v_row);
   }
 }
 
-void kv_store(context &c, int layer, int pos, const float *keys, const float *values) {
-  if (c.kv == KV_F32) return kv_store_as(c, layer, pos, keys, values);
-  // f16: the whole token converted at once with the ISA's conversion (a scalar call per value cost
+void kv_store(context &c, int layer, int pos, int h0, int h1, const float *keys, const float *values) {
+  if (c.kv == KV_F32) return kv_store_as(c, layer, pos, h0, h1, keys, values);
+  // f16: all the heads converted at once with the ISA's conversion (a scalar call per value cost
   // 5% of a MobileLLM decode step)
-  const size_t kv_dim = (size_t)c.m->config.n_kv_heads * c.m->config.head_dim;
+  const size_t count = (size_t)(h1 - h0) * c.m->config.head_dim;
   static thread_local std::vector<uint16_t> half;
-  half.resize(2 * kv_dim);
+  half.resize(2 * count);
   const kernel_table &k = active_kernels();
-  k.to_f16(keys, (int64_t)kv_dim, half.data());
-  k.to_f16(values, (int64_t)kv_dim, half.data() + kv_dim);
-  kv_store_as(c, layer, pos, half.data(), half.data() + kv_dim);
-}
-
-// Asks for the cache lines a decode step of layer `layer` will write at position pos (a key's
-// values lie on head_dim lines of its transposed tile, each to be read and written back). Issued
-// before the q/k/v product, they arrive while it streams weights. Found cold, they made RoPE and
-// the store 2.5% of a MobileLLM-600M decode step (0.9% with the prefetch).
-template <class T>
-void kv_prefetch_slot_as(const context &c, int layer, int pos) {
-  const int hd = c.m->config.head_dim;
-  for (int h = 0; h < c.m->config.n_kv_heads; h++) {
-    const T *k_head = reinterpret_cast<const T *>(c.k_cache.data()) + keys_at(c, layer, h);
-    const T *v_row = reinterpret_cast<const T *>(c.v_cache.data()) + values_at(c, layer, h) + (size_t)pos * hd;
-    for (int j = 0; j < hd; j++) __builtin_prefetch(k_head + key_index(pos, j, hd), 1, 3);
-    for (size_t b = 0; b < hd * sizeof(T); b += 64) __builtin_prefetch((const char *)v_row + b, 1, 3);
-  }
-}
-
-void kv_prefetch_slot(const context &c, int layer, int pos) {
-  if (c.kv == KV_F16) kv_prefetch_slot_as<uint16_t>(c, layer, pos);
-  else kv_prefetch_slot_as<float>(c, layer, pos);
+  k.to_f16(keys, (int64_t)count, half.data());
+  k.to_f16(values, (int64_t)count, half.data() + count);
+  kv_store_as(c, layer, pos, h0, h1, half.data(), half.data() + count);
 }
 
 // Per-call scratch, sized for n tokens.
@@ -285,18 +267,26 @@ struct buffers {
   }
 };
 
-// Causal grouped-query attention of the n new tokens over the cache, one task per (block of
-// tokens, kv head), so the query heads that share a kv head read its cache once. Scores and the weighted
-// sum of values run in the kernel table (SIMD for f32 and f16 caches), one call per head.
+// Causal grouped-query attention of the n new tokens over the cache, after storing their keys and
+// values (b.k, b.v) in it: one task per (block of tokens, kv head), so the query heads that share a
+// kv head read its cache once. Scores and the weighted sum of values run in the kernel table (SIMD
+// for f32 and f16 caches), one call per head.
 void attention(context &c, int layer, int n, buffers &b) {
   const model_config &cfg = c.m->config;
   const kernel_table &k = active_kernels();
   const int hd = cfg.head_dim, group = cfg.n_heads / cfg.n_kv_heads;
-  const size_t q_dim = (size_t)cfg.n_heads * hd;
+  const size_t q_dim = (size_t)cfg.n_heads * hd, kv_dim = (size_t)cfg.n_kv_heads * hd;
   const float inv_sqrt = 1.0f / std::sqrt((float)hd);
   // A task takes a kv head and a block of tokens: its group x block queries share every cache read.
   constexpr int kTokensPerTask = 8;
   const int blocks = (n + kTokensPerTask - 1) / kTokensPerTask;
+  // With one block (a decode step), each task stores its own head's keys and values: the key lines
+  // it writes (one per key value, in the last tile) are lines its scores read next, so their misses
+  // overlap the head's other reads. Stored before the dispatch, they stalled one thread for 2% of a
+  // MobileLLM-600M decode step. Several blocks need every earlier token's keys, so store first.
+  const bool store_in_tasks = blocks == 1;
+  if (!store_in_tasks)
+    per_token(c, n, [&](int t) { kv_store(c, layer, c.pos + t, 0, cfg.n_kv_heads, &b.k[t * kv_dim], &b.v[t * kv_dim]); });
   auto heads = [&](auto cache_type, const kernel_table::attention_ops<decltype(cache_type)> &ops) {
     using T = decltype(cache_type);
     thread_pool::global().run((int64_t)blocks * cfg.n_kv_heads, c.threads, [&](int64_t task) {
@@ -304,6 +294,9 @@ void attention(context &c, int layer, int n, buffers &b) {
       const int tokens = std::min(kTokensPerTask, n - t0), nq = tokens * group;
       const int count = c.pos + t0 + tokens;  // the block's last token sees positions 0 .. count - 1
       const size_t head0 = (size_t)kvh * group * hd;
+      if (store_in_tasks)
+        for (int t = 0; t < tokens; t++)
+          kv_store(c, layer, c.pos + t, kvh, kvh + 1, &b.k[t * kv_dim + kvh * hd], &b.v[t * kv_dim + kvh * hd]);
       static thread_local std::vector<float> q, scores, out;
       q.resize((size_t)nq * hd);
       out.assign((size_t)nq * hd, 0.0f);
@@ -395,14 +388,11 @@ void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_l
     per_token(c, n, [&](int t) {
       rmsnorm(&b.x[(size_t)t * dim], w.attn_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)t * dim]);
     });
-    if (n == 1) kv_prefetch_slot(c, l, c.pos);
     apply(c, {job(w.wq, b.q.data()), job(w.wk, b.k.data()), job(w.wv, b.v.data())}, b.xb.data(), n);
-    // RoPE on q and k, then k and v into the cache at their positions
+    // RoPE on q and k; attention stores k and v in the cache at their positions
     per_token(c, n, [&](int t) {
-      const int pos = c.pos + t;
       rope(&b.q[t * q_dim], cfg.n_heads, cfg, rot, t);
       rope(&b.k[t * kv_dim], cfg.n_kv_heads, cfg, rot, t);
-      kv_store(c, l, pos, &b.k[t * kv_dim], &b.v[t * kv_dim]);
     });
     attention(c, l, n, b);
     // output projection and residual, ffn rmsnorm
