@@ -185,6 +185,7 @@ export interface AddonCpuInfo {
 
 export interface Binding {
   AddonQTensor: AddonQTensorStatic;
+  /** Takes the weights: their handles are disposed once the model is built (it owns the storage). */
   AddonModel: new (config: AddonModelConfig, weights: AddonModelWeights, activations: ActivationMode) => AddonModel;
   AddonContext: new (model: AddonModel, contextLength: number, kvCache: 'f32' | 'f16', threads: number) => AddonContext;
   AddonSampler: new (params: AddonSamplerParams, seed: number) => AddonSampler;

@@ -242,10 +242,11 @@ export function assembleModel(source: ModelSource, options: AssembleOptions = {}
     const finalNorm = vector(source, FINAL_NORM, c.dim);
     const AddonModelClass = binding().AddonModel;
     const freqFactors = source.tensors.has(ROPE_FREQS) ? vector(source, ROPE_FREQS, c.headDim / 2) : undefined;
+    const mlp = mlpStorage(layers, c);  // read from the handles before the model consumes them
     const native = callNative(() => new AddonModelClass(nativeConfig(c, freqFactors), { embedding, output, finalNorm, layers }, options.activations ?? 'int8'));
     let parameters = 0;
     for (const name of formats.keys()) parameters += source.tensors.get(name)!.shape.reduce((a, b) => a * b, 1);
-    return { native, formats, parameters, mlp: mlpStorage(layers, c) };
+    return { native, formats, parameters, mlp };
   } finally {
     for (const t of handles) t.dispose();
   }

@@ -21,7 +21,7 @@ aligned_buffer::aligned_buffer(size_t bytes) : size_(bytes) {
   // padding past the end stays on small pages: a huge page there would keep up to 2 MiB of zeros
   // resident per tensor (150 MiB on a 1B model).
   const bool huge = bytes >= kHugePage;
-  const size_t total = (bytes + kPadding + kAlign - 1) / kAlign * kAlign;
+  const size_t total = footprint(bytes);
   void *p = nullptr;
   if (posix_memalign(&p, huge ? kHugePage : kAlign, total) != 0) throw std::bad_alloc();
   data_ = static_cast<uint8_t *>(p);
@@ -31,7 +31,17 @@ aligned_buffer::aligned_buffer(size_t bytes) : size_(bytes) {
   std::memset(data_ + bytes, 0, total - bytes);
 }
 
-aligned_buffer::~aligned_buffer() { std::free(data_); }
+aligned_buffer::aligned_buffer(std::shared_ptr<aligned_buffer> arena, size_t offset, size_t bytes)
+    : size_(bytes), arena_(std::move(arena)) {
+  if (offset % kAlign != 0 || offset + footprint(bytes) > arena_->size() + kPadding)
+    throw std::invalid_argument("aligned_buffer: slice outside its arena");
+  data_ = arena_->data() + offset;
+  std::memset(data_ + bytes, 0, kPadding);
+}
+
+aligned_buffer::~aligned_buffer() {
+  if (!arena_) std::free(data_);
+}
 
 size_t qtensor::bytes() const {
   size_t n = (size_t)rows * row_stride();

@@ -12,10 +12,14 @@
 namespace lb {
 
 // A 64-byte aligned byte buffer with 64 readable bytes of zero padding after its end, so SIMD
-// kernels may load a whole vector at the last row's tail.
+// kernels may load a whole vector at the last row's tail. Either owns its memory or is a slice of
+// a larger buffer (an arena), which it keeps alive.
 class aligned_buffer {
  public:
   explicit aligned_buffer(size_t bytes);
+  // `bytes` at `offset` of arena (a multiple of kAlign; the kPadding bytes after them must lie in
+  // the arena, and are zeroed here).
+  aligned_buffer(std::shared_ptr<aligned_buffer> arena, size_t offset, size_t bytes);
   ~aligned_buffer();
   aligned_buffer(const aligned_buffer &) = delete;
   aligned_buffer &operator=(const aligned_buffer &) = delete;
@@ -26,10 +30,13 @@ class aligned_buffer {
   static constexpr size_t kAlign = 64;
   static constexpr size_t kPadding = 64;
   static constexpr size_t kHugePage = 2 << 20;
+  // Bytes a buffer of `bytes` takes in an arena, padding included.
+  static size_t footprint(size_t bytes) { return (bytes + kPadding + kAlign - 1) / kAlign * kAlign; }
 
  private:
   uint8_t *data_;
   size_t size_;
+  std::shared_ptr<aligned_buffer> arena_;  // set for a slice
 };
 
 struct qtensor {

@@ -5,6 +5,10 @@
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
+#include <map>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <set>
 #include <stdexcept>
 
@@ -80,17 +84,54 @@ std::string model_validate(const model &m) {
   return e;
 }
 
+void model_pack_weights(model &m) {
+  // Every handle on each distinct small buffer, buffers in first-use order.
+  std::vector<std::vector<std::shared_ptr<aligned_buffer> *>> handles;
+  std::map<const aligned_buffer *, size_t> index;
+  auto add = [&](std::shared_ptr<aligned_buffer> &buf) {
+    if (!buf || buf->size() >= aligned_buffer::kHugePage) return;  // already on huge pages
+    auto it = index.emplace(buf.get(), handles.size()).first;
+    if (it->second == handles.size()) handles.emplace_back();
+    handles[it->second].push_back(&buf);
+  };
+  for (layer_weights &w : m.weights.layers)
+    layer_weights::each_linear(w, [&](linear &l) {
+      for (qtensor *t : {&l.w, &l.recovery.a, &l.recovery.b}) add(t->data), add(t->scales);
+    });
+  if (handles.empty()) return;
+  size_t total = 0;
+  for (const auto &h : handles) total += aligned_buffer::footprint((*h[0])->size());
+  auto arena = std::make_shared<aligned_buffer>(total);
+  size_t offset = 0, freed = 0;
+  for (const auto &h : handles) {
+    const aligned_buffer &old = **h[0];
+    auto slice = std::make_shared<aligned_buffer>(arena, offset, old.size());
+    std::memcpy(slice->data(), old.data(), old.size());
+    offset += aligned_buffer::footprint(old.size());
+    freed += old.size();
+    for (std::shared_ptr<aligned_buffer> *handle : h) *handle = slice;  // the old buffer is freed here
+#if defined(__GLIBC__)
+    // glibc keeps freed heap memory for reuse: hand it back as we go, or the model's old and new
+    // copies would both be resident at the peak.
+    if (freed >= (32u << 20)) {
+      malloc_trim(0);
+      freed = 0;
+    }
+#endif
+  }
+}
+
 void model_interleave_weights(model &m, const kernel_table &k) {
   if (m.activations != ACT_Q8) return;
   std::set<const aligned_buffer *> done;  // SHARP layers share a reference layer's storage
   for (layer_weights &w : m.weights.layers)
-    for (linear *l : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) {
-      if (done.count(l->w.data.get())) l->w.interleaved = true;
-      else if (k.gemv_interleaved[l->w.fmt] && qtensor_interleavable(l->w)) {
-        qtensor_interleave(l->w);
-        done.insert(l->w.data.get());
+    layer_weights::each_linear(w, [&](linear &l) {
+      if (done.count(l.w.data.get())) l.w.interleaved = true;
+      else if (k.gemv_interleaved[l.w.fmt] && qtensor_interleavable(l.w)) {
+        qtensor_interleave(l.w);
+        done.insert(l.w.data.get());
       }
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

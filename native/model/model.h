@@ -59,6 +59,12 @@ struct layer_weights {
   linear wo;                     // (dim, n_heads * head_dim)
   linear gate, up;               // (hidden_dim, dim)
   linear down;                   // (dim, hidden_dim)
+
+  // fn(l) for each linear, in the order a forward pass reads them.
+  template <class Self, class Fn>
+  static void each_linear(Self &w, Fn fn) {
+    for (auto *l : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) fn(*l);
+  }
 };
 
 struct model_weights {
@@ -77,6 +83,13 @@ struct model {
 // Checks shapes and sizes of every tensor against the config; returns "" or the problem, naming
 // the tensor.
 std::string model_validate(const model &m);
+
+// Copies the layer tensors (weights and recovery factors, codes and scales) under 2 MiB into one
+// arena, in the order a forward pass reads them, storage shared between layers (SHARP) copied
+// once. They are too small for a transparent huge page of their own (aligned_buffer), and on 4 KiB
+// pages a streaming GEMV takes a TLB miss every 4 KiB: in one arena they share huge pages
+// (MobileLLM-600M, whose tensors are all smaller, decodes 3-6% faster). The model must own them.
+void model_pack_weights(model &m);
 
 // Rewrites the layer weights table k has an interleaved GEMV for (quantized, whole groups
 // of rows; docs/KERNELS.md) into that layout, in place, when the model multiplies in int8. The

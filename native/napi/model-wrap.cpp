@@ -73,15 +73,26 @@ std::vector<float> floats_field(Napi::Env env, const Napi::Object &o, const char
   return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
 }
 
-linear linear_field(Napi::Env env, const Napi::Object &layer, const char *key) {
+// The tensors a model is built from, and their JS handles, which the model consumes once built.
+struct tensor_inputs {
+  Napi::Env env;
+  std::vector<Napi::Value> handles;
+  qtensor take(Napi::Value v) {
+    qtensor t = AddonQTensor::From(env, v);
+    handles.push_back(v);
+    return t;
+  }
+};
+
+linear linear_field(tensor_inputs &in, const Napi::Object &layer, const char *key) {
   linear l;
-  l.w = AddonQTensor::From(env, layer.Get(key));
+  l.w = in.take(layer.Get(key));
   Napi::Value rec = layer.Get("recovery");
   if (rec.IsObject()) {
     Napi::Value r = rec.As<Napi::Object>().Get(key);
     if (r.IsObject()) {
-      l.recovery.a = AddonQTensor::From(env, r.As<Napi::Object>().Get("a"));
-      l.recovery.b = AddonQTensor::From(env, r.As<Napi::Object>().Get("b"));
+      l.recovery.a = in.take(r.As<Napi::Object>().Get("a"));
+      l.recovery.b = in.take(r.As<Napi::Object>().Get("b"));
     }
   }
   return l;
@@ -101,8 +112,7 @@ int64_t unique_bytes(const model &m) {
   };
   add(m.weights.embedding);
   add(m.weights.output);
-  for (const layer_weights &w : m.weights.layers)
-    for (const linear *l : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) add_linear(*l);
+  for (const layer_weights &w : m.weights.layers) layer_weights::each_linear(w, add_linear);
   return total;
 }
 
@@ -123,8 +133,9 @@ AddonModel::AddonModel(const Napi::CallbackInfo &info) : Napi::ObjectWrap<AddonM
   m->config = config_arg(env, info[0].As<Napi::Object>());
   m->activations = info[2].IsString() && info[2].As<Napi::String>().Utf8Value() == "f32" ? ACT_F32 : ACT_Q8;
   Napi::Object w = info[1].As<Napi::Object>();
-  m->weights.embedding = AddonQTensor::From(env, w.Get("embedding"));
-  m->weights.output = AddonQTensor::From(env, w.Get("output"));
+  tensor_inputs in{env, {}};
+  m->weights.embedding = in.take(w.Get("embedding"));
+  m->weights.output = in.take(w.Get("output"));
   m->weights.final_norm = floats_field(env, w, "finalNorm");
   Napi::Value layers = w.Get("layers");
   if (!layers.IsArray()) throw Napi::TypeError::New(env, "weights.layers must be an array");
@@ -134,18 +145,22 @@ AddonModel::AddonModel(const Napi::CallbackInfo &info) : Napi::ObjectWrap<AddonM
     layer_weights lw;
     lw.attn_norm = floats_field(env, l, "attnNorm");
     lw.ffn_norm = floats_field(env, l, "ffnNorm");
-    lw.wq = linear_field(env, l, "wq");
-    lw.wk = linear_field(env, l, "wk");
-    lw.wv = linear_field(env, l, "wv");
-    lw.wo = linear_field(env, l, "wo");
-    lw.gate = linear_field(env, l, "gate");
-    lw.up = linear_field(env, l, "up");
-    lw.down = linear_field(env, l, "down");
+    lw.wq = linear_field(in, l, "wq");
+    lw.wk = linear_field(in, l, "wk");
+    lw.wv = linear_field(in, l, "wv");
+    lw.wo = linear_field(in, l, "wo");
+    lw.gate = linear_field(in, l, "gate");
+    lw.up = linear_field(in, l, "up");
+    lw.down = linear_field(in, l, "down");
     m->weights.layers.push_back(std::move(lw));
   }
   const std::string problem = model_validate(*m);
   if (!problem.empty()) throw_coded(env, "LOWBIT_BAD_INPUT", problem);
-  // The model owns its weights: assembleModel drops the tensor handles right after this.
+  // The model takes its weights: with the handles gone it owns their storage alone, so packing
+  // frees each source buffer as it copies it (no second copy of the model at the peak), and
+  // interleaving in place rewrites storage no one else reads.
+  for (Napi::Value v : in.handles) AddonQTensor::Consume(env, v);
+  model_pack_weights(*m);
   model_interleave_weights(*m, active_kernels());
   reported_bytes_ = unique_bytes(*m);
   Napi::MemoryManagement::AdjustExternalMemory(env, reported_bytes_);

@@ -160,6 +160,12 @@ const qtensor &AddonQTensor::From(Napi::Env env, Napi::Value v) {
   return Unwrap(v.As<Napi::Object>())->live(env);
 }
 
+void AddonQTensor::Consume(Napi::Env env, Napi::Value v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(addon_data(env).qtensor_ctor.Value()))
+    throw Napi::TypeError::New(env, "expected a native QTensor");
+  Unwrap(v.As<Napi::Object>())->release(env);  // a no-op on a handle consumed before
+}
+
 void AddonQTensor::set(Napi::Env env, qtensor t, bool owns) {
   tensor_ = std::move(t);
   alive_ = true;

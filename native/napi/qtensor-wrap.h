@@ -17,6 +17,9 @@ class AddonQTensor : public Napi::ObjectWrap<AddonQTensor> {
   static Napi::Object Create(Napi::Env env, qtensor t, bool owns = true);
   // The tensor behind a JS AddonQTensor, or a TypeError.
   static const qtensor &From(Napi::Env env, Napi::Value v);
+  // Disposes the handle v once its tensor has been taken (by a model, which then owns the storage
+  // alone and may move or rewrite it); consuming a handle twice is fine.
+  static void Consume(Napi::Env env, Napi::Value v);
 
   explicit AddonQTensor(const Napi::CallbackInfo &info);
   ~AddonQTensor() override;

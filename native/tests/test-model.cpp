@@ -1,0 +1,99 @@
+// Model-level weight layout: model_pack_weights copies every layer tensor into one arena without
+// changing a byte, keeps storage shared between layers shared, and keeps views on their rows.
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <vector>
+
+#include "../core/qtensor.h"
+#include "../model/model.h"
+#include "harness.h"
+
+using namespace lb;
+
+namespace {
+
+qtensor random_tensor(lbtest::rng &r, format f, int64_t rows, int64_t cols) {
+  qtensor t = qtensor_alloc(f, rows, cols, 0);
+  for (size_t i = 0; i < t.data->size(); i++) t.data->data()[i] = (uint8_t)r.below(256);
+  if (t.scales)
+    for (int64_t row = 0; row < rows; row++) t.row_scales(row)[0] = r.uniform(0.1f, 2.0f);
+  return t;
+}
+
+// The bytes a tensor's rows and scales hold, read through the tensor (so views read their rows).
+std::vector<uint8_t> contents(const qtensor &t) {
+  std::vector<uint8_t> out((size_t)t.rows * t.row_stride());
+  for (int64_t row = 0; row < t.rows; row++) std::memcpy(&out[row * t.row_stride()], t.row(row), t.row_stride());
+  if (t.scales) {
+    const uint8_t *s = reinterpret_cast<const uint8_t *>(t.row_scales(0));
+    out.insert(out.end(), s, s + t.rows * t.n_groups() * sizeof(float));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(model_pack_weights_copies_into_one_arena) {
+  lbtest::rng r(5);
+  model m;
+  const int64_t dim = 128, hidden = 192;
+  const qtensor big = random_tensor(r, FORMAT_B2, 2 * dim, dim);
+  for (int l = 0; l < 3; l++) {
+    layer_weights w;
+    w.wq.w = random_tensor(r, FORMAT_B4, dim, dim);
+    w.wk.w = random_tensor(r, FORMAT_B3, 64, dim);
+    w.wv.w = random_tensor(r, FORMAT_T158, 64, dim);
+    w.wo.w = qtensor_view(big, l % 2 ? dim : 0, dim);  // views on one buffer, at different rows
+    w.gate.w = random_tensor(r, FORMAT_B1, hidden, dim);
+    w.up.w = random_tensor(r, FORMAT_B2, hidden, dim);
+    w.down.w = random_tensor(r, FORMAT_F16, dim, hidden);
+    m.weights.layers.push_back(w);
+  }
+  // SHARP: layer 2 reuses layer 1's MLP weights, with a recovery on its up projection.
+  m.weights.layers[2].gate = m.weights.layers[1].gate;
+  m.weights.layers[2].up.w = m.weights.layers[1].up.w;
+  m.weights.layers[2].up.recovery = {random_tensor(r, FORMAT_F32, 4, dim), random_tensor(r, FORMAT_F32, hidden, 4)};
+
+  std::vector<std::vector<uint8_t>> before;
+  std::vector<const aligned_buffer *> buffers_before;
+  auto each_tensor = [&](auto fn) {
+    for (layer_weights &w : m.weights.layers)
+      layer_weights::each_linear(w, [&](linear &l) {
+        for (qtensor *t : {&l.w, &l.recovery.a, &l.recovery.b})
+          if (t->data) fn(*t);
+      });
+  };
+  each_tensor([&](qtensor &t) {
+    before.push_back(contents(t));
+    buffers_before.push_back(t.data.get());
+  });
+  model_pack_weights(m);
+
+  size_t i = 0;
+  std::map<const aligned_buffer *, const aligned_buffer *> moved;  // old buffer -> new
+  bool shared_kept = true, padded = true, contents_kept = true;
+  each_tensor([&](qtensor &t) {
+    contents_kept &= contents(t) == before[i];
+    shared_kept &= moved.emplace(buffers_before[i], t.data.get()).first->second == t.data.get();
+    for (size_t p = 0; p < aligned_buffer::kPadding; p++) padded &= t.data->data()[t.data->size() + p] == 0;
+    i++;
+  });
+  CHECK(contents_kept);
+  CHECK(shared_kept);
+  CHECK(padded);
+  // distinct code buffers: 3 x 7 tensors, 2 recovery factors, less 2 views on one buffer and 2 shared
+  CHECK(moved.size() == 19);
+  // Every buffer now lies in one span, first-use order: each starts where the previous one's
+  // footprint ends.
+  std::vector<const aligned_buffer *> order;
+  each_tensor([&](qtensor &t) {
+    for (const aligned_buffer *b : {t.data.get(), t.scales.get()})
+      if (b && std::find(order.begin(), order.end(), b) == order.end()) order.push_back(b);
+  });
+  for (size_t k = 1; k < order.size(); k++)
+    CHECK(order[k]->data() == order[k - 1]->data() + aligned_buffer::footprint(order[k - 1]->size()));
+  CHECK(m.weights.layers[2].gate.w.data == m.weights.layers[1].gate.w.data);
+  CHECK(m.weights.layers[0].wo.w.data == m.weights.layers[1].wo.w.data);
+  CHECK(m.weights.layers[1].wo.w.row0 == dim);
+}
