@@ -145,8 +145,15 @@ void context_init(context &c, const model &m, int n_ctx, kv_type kv, int threads
   c.pos = 0;
   c.tokens.clear();
   const size_t heads = (size_t)m.config.n_layers * m.config.n_kv_heads, elem = kv == KV_F16 ? 2 : 4;
-  c.k_cache.assign(heads * c.key_positions() * m.config.head_dim * elem, 0);
-  c.v_cache.assign(heads * n_ctx * m.config.head_dim * elem, 0);
+  // Zeroed: kernels read whole key tiles, past the filled positions (with weight 0, so the values
+  // there must be finite).
+  auto zeroed = [&](int64_t positions) {
+    auto cache = std::make_unique<aligned_buffer>(heads * positions * m.config.head_dim * elem);
+    std::memset(cache->data(), 0, cache->size());
+    return cache;
+  };
+  c.k_cache = zeroed(c.key_positions());
+  c.v_cache = zeroed(n_ctx);
 }
 
 void context_truncate(context &c, int keep) {
@@ -270,8 +277,8 @@ template <class T>
 void kv_store_as(context &c, int layer, int pos, int h0, int h1, const T *keys, const T *values) {
   const int hd = c.m->config.head_dim;
   for (int h = h0; h < h1; h++) {
-    T *k_head = reinterpret_cast<T *>(c.k_cache.data()) + keys_at(c, layer, h);
-    T *v_row = reinterpret_cast<T *>(c.v_cache.data()) + values_at(c, layer, h) + (size_t)pos * hd;
+    T *k_head = reinterpret_cast<T *>(c.k_cache->data()) + keys_at(c, layer, h);
+    T *v_row = reinterpret_cast<T *>(c.v_cache->data()) + values_at(c, layer, h) + (size_t)pos * hd;
     const size_t at = (size_t)(h - h0) * hd;
     for (int j = 0; j < hd; j++) k_head[key_index(pos, j, hd)] = keys[at + j];
     std::copy_n(values + at, hd, v_row);
@@ -344,8 +351,8 @@ void attention(context &c, int layer, int n, buffers &b) {
       scores.resize((size_t)nq * count);
       for (int t = 0; t < tokens; t++)
         std::copy_n(b.q.data() + (size_t)(t0 + t) * q_dim + head0, (size_t)group * hd, q.data() + (size_t)t * group * hd);
-      const T *k_head = reinterpret_cast<const T *>(c.k_cache.data()) + keys_at(c, layer, kvh);
-      const T *v_head = reinterpret_cast<const T *>(c.v_cache.data()) + values_at(c, layer, kvh);
+      const T *k_head = reinterpret_cast<const T *>(c.k_cache->data()) + keys_at(c, layer, kvh);
+      const T *v_head = reinterpret_cast<const T *>(c.v_cache->data()) + values_at(c, layer, kvh);
       const kv_columns<T> keys{k_head, count, hd};
       const kv_rows<T> values{v_head, hd, count, hd};
       ops.scores(keys, q.data(), nq, inv_sqrt, scores.data());

@@ -228,7 +228,7 @@ AddonContext::AddonContext(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Ad
     return 0;
   });
   s->ctx.abort = &s->abort;
-  reported_bytes_ = (int64_t)(s->ctx.k_cache.size() + s->ctx.v_cache.size());
+  reported_bytes_ = (int64_t)(s->ctx.k_cache->size() + s->ctx.v_cache->size());
   Napi::MemoryManagement::AdjustExternalMemory(env, reported_bytes_);
   state_ = std::move(s);
 }
