@@ -41,7 +41,7 @@ class thread_pool {
   void work_on_job(int slot);
   void work_on_spans(int slot);
 
-  std::mutex run_mutex_;  // serialises run()
+  std::mutex run_mutex_;  // serialises jobs (run, run_spans)
   std::mutex mutex_;      // guards the fields below and the wake-up
   std::condition_variable wake_;
   std::condition_variable done_;
