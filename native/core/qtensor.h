@@ -93,8 +93,7 @@ constexpr int kInterleaveRows = 16;
 template <class Fn>
 void for_each_interleaved_word(format f, int64_t cols, Fn fn) {
   const format_traits &t = traits(f);
-  int chunk_words = 0;  // words per chunk, every plane
-  for (int p = 0; p < t.n_planes; p++) chunk_words += 2 * t.plane_bits[p];
+  const int chunk_words = words_per_chunk(t);
   size_t m = 0;
   for (int p = 0, first = 0; p < t.n_planes; first += 2 * t.plane_bits[p], p++)
     for (int64_t c = 0; c < cols / kChunkCols; c++)

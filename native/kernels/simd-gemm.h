@@ -673,7 +673,7 @@ void gemv_interleaved(const gemm_q8_args &p) {
   static_assert(NP <= 2 && P % PP == 0, "one or two planes, whole parts per pass");
   const qtensor &w = *p.w;
   const size_t stride = w.row_stride();
-  constexpr int S = 2 * W0 + (NP > 1 ? 2 * W1 : 0);  // words per chunk (for_each_interleaved_word)
+  constexpr int S = words_per_chunk(T);  // the group's words per chunk (for_each_interleaved_word)
   interleaved_plane<Vec, W0, 0, S, PP, A> plane0{&p.a->interleaved[width_slot(W0)], 1.0f, {}};
   interleaved_plane<Vec, W1, 2 * W0, S, PP, A> plane1{&p.a->interleaved[width_slot(W1)], (float)(1 << W0), {}};
   float x_sum = 0;
