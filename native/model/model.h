@@ -5,8 +5,8 @@
 #pragma once
 
 #include <atomic>
-#include <memory>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -120,7 +120,7 @@ struct context {
   // tiles of transposed positions (key_positions(), head_dim) for the attention kernels
   // (kernels.h, kv_columns). On huge pages where large (aligned_buffer): a decode step reads
   // each head's few KiB from DRAM, and on 4 KiB pages every page costs a TLB miss and a fresh
-  // start of the hardware prefetcher (attention over a MobileLLM-600M cache 17% slower).
+  // start of the hardware prefetcher (docs/KERNELS.md, Attention).
   std::unique_ptr<aligned_buffer> k_cache, v_cache;
   int64_t key_positions() const { return (n_ctx + kKeyTile - 1) / kKeyTile * kKeyTile; }
   std::atomic<bool> *abort = nullptr;     // polled between layers
