@@ -29,7 +29,9 @@
 //   kInterleaved                  has the interleaved GEMV's primitives (a load holds kBytes / 4
 //                                 rows, one 32-bit lane each):
 //   kInterleaveSums               sums it may keep in registers (parts x chains x fields)
-//   broadcast4(x)                 the 4 int8 at x in every 32-bit lane
+//   Bcast, broadcast4(x)          the 4 int8 at x for every 32-bit lane (a register holding
+//                                 them in every lane, or the address where the multiply loads
+//                                 and broadcasts them itself)
 //   dot4(acc, codes, xb)          acc += per lane, its 4 codes x the 4 int8 of xb
 //   sum_add(a, b), f_scale1(sum, s, f)   a + b;  f += float(sum) * s
 //   kFusedB3                      has store(p, codes) and the two primitives below (3-bit GEMM
@@ -637,7 +639,7 @@ struct interleaved_plane {
       for (int q = 0; q < PP; q++) codes[q] = Vec::load(at + (p0 + q) * Vec::kBytes);
       unrolled<F>([&](auto k_c) LB_INLINE {
         constexpr int K = decltype(k_c)::value;
-        const typename Vec::Codes xb = Vec::broadcast4(xc + 8 * W * K + 4 * j);
+        const typename Vec::Bcast xb = Vec::broadcast4(xc + 8 * W * K + 4 * j);
         for (int q = 0; q < PP; q++) {
           typename Vec::Codes field;
           if constexpr (Vec::kFieldsInPlace) field = Vec::template field_in_place<W, K>(codes[q]);

@@ -34,7 +34,8 @@ struct VecNeon {
   // The interleaved GEMV (4 rows per load) needs SDOT; without it models stay row-major.
   static constexpr bool kInterleaved = DOTPROD;
   static constexpr int kInterleaveSums = 16;
-  static Codes broadcast4(const int8_t *x) {
+  using Bcast = Codes;
+  static Bcast broadcast4(const int8_t *x) {
     int32_t v;
     std::memcpy(&v, x, 4);
     return vreinterpretq_u8_s32(vdupq_n_s32(v));
