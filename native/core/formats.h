@@ -76,13 +76,6 @@ bool format_from_name(const char *name, format *out);
 
 inline bool format_valid(int32_t f) { return f >= 0 && f < FORMAT_COUNT; }
 
-// 4-byte words a whole 64-column chunk of a packed row takes, every plane (2 per bit of width).
-constexpr int words_per_chunk(const format_traits &t) {
-  int n = 0;
-  for (int p = 0; p < t.n_planes; p++) n += 2 * t.plane_bits[p];
-  return n;
-}
-
 // Bytes one plane of width `w` bits takes for `cols` columns (a partial chunk rounds up).
 inline size_t plane_row_bytes(int w, int64_t cols) { return (size_t)((cols * w + 7) / 8); }
 

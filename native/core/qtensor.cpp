@@ -119,19 +119,70 @@ bool qtensor_interleavable(const qtensor &t) {
          t.data->size() == (size_t)t.rows * t.row_stride();
 }
 
+namespace {
+
+// Bytewise on 32-bit words (4 columns of a class at a time): bits [from, from + n) of every byte
+// of v, moved to bit `to`.
+uint32_t bits(uint32_t v, int from, int n, int to) {
+  const uint32_t mask = 0x01010101u * ((1u << n) - 1);
+  return ((v >> from) & mask) << to;
+}
+
+}  // namespace
+
+// Row-major b3 chunk: 2-bit words lo[m] (byte j, field k: column 16k + 4m + j), 1-bit words hi[m]
+// (byte j, bit k: column 8k + 4m + j). Set m of the fused chunk takes its even classes' low bits
+// from lo[m], its odd classes' from lo[2 + m], and its high bits from hi[m].
+void b3_fuse_chunk(const uint32_t *lo, const uint32_t *hi, uint32_t *out) {
+  for (int m = 0; m < 2; m++) {
+    const uint32_t e = lo[m], o = lo[2 + m], h = hi[m];
+    out[3 * m] = bits(e, 0, 2, 0) | bits(h, 0, 1, 2) | bits(o, 0, 2, 3) | bits(h, 1, 1, 5) | bits(e, 6, 2, 6);
+    out[3 * m + 1] = bits(e, 2, 2, 0) | bits(h, 2, 1, 2) | bits(o, 2, 2, 3) | bits(h, 3, 1, 5) | bits(o, 6, 2, 6);
+    out[3 * m + 2] = bits(e, 4, 2, 0) | bits(h, 4, 1, 2) | bits(o, 4, 2, 3) | bits(h, 5, 1, 5) | bits(h, 6, 2, 6);
+  }
+}
+
+void b3_unfuse_chunk(const uint32_t *in, uint32_t *lo, uint32_t *hi) {
+  for (int m = 0; m < 2; m++) {
+    const uint32_t a = in[3 * m], b = in[3 * m + 1], c = in[3 * m + 2];
+    lo[m] = bits(a, 0, 2, 0) | bits(b, 0, 2, 2) | bits(c, 0, 2, 4) | bits(a, 6, 2, 6);
+    lo[2 + m] = bits(a, 3, 2, 0) | bits(b, 3, 2, 2) | bits(c, 3, 2, 4) | bits(b, 6, 2, 6);
+    hi[m] = bits(a, 2, 1, 0) | bits(a, 5, 1, 1) | bits(b, 2, 1, 2) | bits(b, 5, 1, 3) | bits(c, 2, 1, 4) | bits(c, 5, 1, 5) |
+            bits(c, 6, 2, 6);
+  }
+}
+
+namespace {
+
+// A packed row's `words` 4-byte words in their interleaved order (fused for b3), and back.
+void row_to_interleaved(format f, const uint32_t *row, int64_t cols, size_t words, uint32_t *out) {
+  const int64_t chunks = cols / kChunkCols;
+  if (!interleaved_fused(f)) return (void)std::memcpy(out, row, words * 4);
+  for (int64_t c = 0; c < chunks; c++) b3_fuse_chunk(row + 4 * c, row + 4 * chunks + 2 * c, out + 6 * c);
+}
+
+void interleaved_to_row(format f, const uint32_t *in, int64_t cols, size_t words, uint32_t *row) {
+  const int64_t chunks = cols / kChunkCols;
+  if (!interleaved_fused(f)) return (void)std::memcpy(row, in, words * 4);
+  for (int64_t c = 0; c < chunks; c++) b3_unfuse_chunk(in + 6 * c, row + 4 * c, row + 4 * chunks + 2 * c);
+}
+
+}  // namespace
+
 void qtensor_interleave(qtensor &t) {
   if (!qtensor_interleavable(t)) throw std::invalid_argument("qtensor_interleave: tensor cannot be interleaved");
   const size_t stride = t.row_stride(), words = stride / 4, group_bytes = kInterleaveRows * stride;
   // On the pool: a model's weights take a few hundred ms on one core.
   const int64_t groups = t.rows / kInterleaveRows, per_task = 64;
   thread_pool::global().run((groups + per_task - 1) / per_task, default_threads(), [&](int64_t task) {
-    std::vector<uint32_t> group(words * kInterleaveRows);
+    std::vector<uint32_t> group(words * kInterleaveRows), row(words), ordered(words);
     for (int64_t g = task * per_task; g < std::min(groups, (task + 1) * per_task); g++) {
       uint8_t *base = t.data->data() + g * group_bytes;
-      for (int l = 0; l < kInterleaveRows; l++)
-        for_each_interleaved_word(t.fmt, t.cols, [&](size_t m, size_t slot) {
-          std::memcpy(&group[slot * kInterleaveRows + l], base + l * stride + 4 * m, 4);
-        });
+      for (int l = 0; l < kInterleaveRows; l++) {
+        std::memcpy(row.data(), base + l * stride, stride);
+        row_to_interleaved(t.fmt, row.data(), t.cols, words, ordered.data());
+        for (size_t m = 0; m < words; m++) group[m * kInterleaveRows + l] = ordered[m];
+      }
       std::memcpy(base, group.data(), group_bytes);
     }
   });
@@ -153,12 +204,14 @@ void qtensor_copy_rows(const qtensor &t, int64_t r0, int64_t r1, uint8_t *out) {
     std::memcpy(out, t.row(r0, stride), (size_t)(r1 - r0) * stride);
     return;
   }
+  const size_t words = stride / 4;
+  std::vector<uint32_t> ordered(words), row(words);
   for (int64_t r = r0; r < r1; r++, out += stride) {
     const uint8_t *group = t.data->data() + (r / kInterleaveRows) * kInterleaveRows * stride;
     const int l = (int)(r % kInterleaveRows);
-    for_each_interleaved_word(t.fmt, t.cols, [&](size_t m, size_t slot) {
-      std::memcpy(out + 4 * m, group + (slot * kInterleaveRows + l) * 4, 4);
-    });
+    for (size_t m = 0; m < words; m++) std::memcpy(&ordered[m], group + (m * kInterleaveRows + l) * 4, 4);
+    interleaved_to_row(t.fmt, ordered.data(), t.cols, words, row.data());
+    std::memcpy(out, row.data(), stride);
   }
 }
 

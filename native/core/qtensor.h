@@ -81,24 +81,23 @@ void qtensor_dequantize(const qtensor &t, int64_t r0, int64_t r1, float *out);
 // The interleaved layout, for decode GEMVs of short rows: a group of 16 rows stores each 4-byte
 // word of its packed rows for all 16 rows together, so one 64-byte vector holds a word of each
 // row. A kernel then keeps one row per 32-bit lane: no horizontal sum per row, one float fold per
-// group and block of columns (docs/KERNELS.md). The words go chunk by chunk (64 columns), each
-// chunk's words of every plane together (b3: its four 2-bit words, then its two 1-bit words), so
-// a group is one sequential stream: the hardware prefetcher follows it, where two streams per
-// group (b3 plane after plane) needed software prefetches that slowed the one-stream formats.
-// Word m of row r lies in group r / 16 (from byte (r / 16) * 16 * stride), at byte
-// (slot * 16 + r % 16) * 4 of it, its slot given by for_each_interleaved_word.
+// group and block of columns (docs/KERNELS.md). Word m of row r lies in group r / 16 (from byte
+// (r / 16) * 16 * stride), at byte (m * 16 + r % 16) * 4 of it: the words go chunk by chunk (64
+// columns), so a group is one sequential stream, which the hardware prefetcher follows.
+//
+// b3 is re-encoded: its row-major layout (a 2-bit plane, then a 1-bit plane) costs two
+// multiply-adds per weight and two streams per group. Its interleaved rows hold "fused" words
+// instead, each 3-bit code whole in one byte where it fits (one multiply-add per code and a
+// quarter). A 64-column chunk c of a row is two sets m of three words A, B, C (word 6c + 3m + 0,
+// 1, 2 of the row); byte j of set m holds the codes of columns 8K + 4m + j (K = 0..7: the classes
+// of the 1-bit activations) as A = c0 | c1 << 3 | low2(c6) << 6, B = c2 | c3 << 3 | low2(c7) << 6,
+// C = c4 | c5 << 3 | high(c6) << 6 | high(c7) << 7.
 constexpr int kInterleaveRows = 16;
-// fn(m, slot) for every word m of a packed row of format f (quantized, cols a multiple of 64):
-// the slot of the group's word sequence that holds it.
-template <class Fn>
-void for_each_interleaved_word(format f, int64_t cols, Fn fn) {
-  const format_traits &t = traits(f);
-  const int chunk_words = words_per_chunk(t);
-  size_t m = 0;
-  for (int p = 0, first = 0; p < t.n_planes; first += 2 * t.plane_bits[p], p++)
-    for (int64_t c = 0; c < cols / kChunkCols; c++)
-      for (int j = 0; j < 2 * t.plane_bits[p]; j++) fn(m++, (size_t)c * chunk_words + first + j);
-}
+constexpr bool interleaved_fused(format f) { return f == FORMAT_B3; }
+// One b3 chunk's six fused words from its row-major words (lo: the four 2-bit words, hi: the two
+// 1-bit words), and back.
+void b3_fuse_chunk(const uint32_t *lo, const uint32_t *hi, uint32_t *out);
+void b3_unfuse_chunk(const uint32_t *in, uint32_t *lo, uint32_t *hi);
 // Quantized formats with one scale per row, whole groups of rows and whole 64-column chunks
 // (every real model width), on a whole tensor (not a view).
 bool qtensor_interleavable(const qtensor &t);

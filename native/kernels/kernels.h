@@ -60,6 +60,11 @@ struct act_interleaved {
   std::vector<float> scale;   // [block][8 / w]
 };
 
+// The plane width whose activations (act_interleaved) the interleaved GEMV of format f multiplies
+// its whole codes by: its own, or for fused b3 words (qtensor.h) the 1-bit one, whose classes
+// their bytes follow.
+inline int interleaved_act_width(format f) { return interleaved_fused(f) ? 1 : traits(f).plane_bits[0]; }
+
 struct act_q8 {
   int64_t cols = 0, n = 0;
   std::vector<float> segment_sum;  // [n][ceil(cols/32)]: float sums of x, for the offset term

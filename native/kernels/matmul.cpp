@@ -174,11 +174,9 @@ void prepare_all(const kernel_table &k, const matmul_job *jobs, int count, const
     const qtensor &w = *jobs[j].w;
     if constexpr (std::is_same_v<Act, act_q8>) {
       if (interleaved_gemv(k, w, n, true)) {
-        const format_traits &t = traits(w.fmt);
-        for (int pl = 0; pl < t.n_planes; pl++) {
-          act_interleaved &a = act.interleaved[width_slot(t.plane_bits[pl])];
-          if (!a.built) k.prepare_interleaved(x, cols, t.plane_bits[pl], a);
-        }
+        const int width = interleaved_act_width(w.fmt);
+        act_interleaved &a = act.interleaved[width_slot(width)];
+        if (!a.built) k.prepare_interleaved(x, cols, width, a);
         continue;
       }
     }

@@ -599,27 +599,24 @@ inline void tile(const qtensor &w, size_t stride, const Act &a, const float *gsu
 }
 
 // Interleaved GEMV (qtensor_interleave): the 64 bytes of word m of a group hold that word of its
-// 16 rows, one 32-bit lane each (P vector loads of kBytes). Field K of a word of a plane of width
-// W covers 4 columns adjacent in natural order (8W*K + 4m % 8W .. + 3 of its chunk), so it is
-// multiplied by one 4-byte broadcast of the natural-order activations: no permuted copy of x.
-// A pass takes PP of the P parts with A sums per field (kInterleaveSums in all: enough
-// dot-product chains in flight); the sums fold into float once per block of
-// kInterleaveBlockCols columns (the activation classes), and the group ends with one multiply by
-// its row scales and a store: none of the per-row horizontal sums and folds that cost the
-// row-major kernels about as much as a 1152-column row's data. A group is one sequential stream
-// (chunk after chunk, every plane's words of a chunk together). One-plane formats leave it to the
-// hardware prefetcher: a software prefetch 8 KiB ahead made 4-bit rows 30% slower from DRAM (one
-// thread) and 10% slower in cache, and changed nothing for 1 and 2 bits. 3-bit rows (two planes,
-// 1.3x the multiply-adds of 2-bit per byte) stream 40% faster from DRAM with it.
+// 16 rows, one 32-bit lane each (P vector loads of kBytes). Field K of a word of width W covers 4
+// columns adjacent in natural order (8W*K + 4m .. + 3 of its chunk), so it is multiplied by one
+// 4-byte broadcast of the natural-order activations: no permuted copy of x. b3 reads fused words
+// (qtensor.h) the same way, against the 1-bit activations. A pass takes PP of the P parts with
+// kInterleaveSums sums in all (enough dot-product chains in flight); the sums fold into float
+// once per block of kInterleaveBlockCols columns (the activation classes), and the group ends
+// with one multiply by its row scales and a store: none of the per-row horizontal sums and folds
+// that cost the row-major kernels about as much as a 1152-column row's data. A group is one
+// sequential stream, left to the hardware prefetcher: a software prefetch 8 KiB ahead made 4-bit
+// rows 30% slower from DRAM (one thread) and 10% slower in cache, and changed nothing for 1 and 2
+// bits. (It made b3's two planes 40% faster from DRAM, when they were two streams.)
 
-// The sums of one plane (width W, its words from FIRST on in each chunk of S words) for PP parts.
-template <class Vec, int W, int FIRST, int S, int PP, int A>
-struct interleaved_plane {
-  static constexpr int F = 8 / W, chunk_words = 2 * W;  // 4-byte words per row and chunk
-  static_assert(chunk_words % A == 0, "whole chains per chunk");
-  static constexpr bool kPrefetch = S > chunk_words;  // two planes (see above)
-  const act_interleaved *x;     // its activations
-  float factor;                 // 2^(bits below the plane)
+// The sums of one-plane words of width W for PP parts, A chains per field.
+template <class Vec, int W, int PP, int A>
+struct plane_sums {
+  static constexpr int F = 8 / W, S = 2 * W;  // fields per byte, 4-byte words per row and chunk
+  static_assert(S % A == 0, "whole chains per chunk");
+  const act_interleaved *x;  // its activations
   typename Vec::Sum acc[PP][A][F];
 
   LB_INLINE void zero() {
@@ -627,16 +624,14 @@ struct interleaved_plane {
       for (int a = 0; a < A; a++)
         for (int k = 0; k < F; k++) acc[q][a][k] = Vec::sum_zero();
   }
-  // Chunk c's words of this plane in `group`, parts p0 .. p0 + PP - 1.
+  // Chunk c's words in `group`, parts p0 .. p0 + PP - 1.
   LB_INLINE void chunk(const uint8_t *group, int64_t c, int p0) {
-    const uint8_t *words = group + (c * S + FIRST) * 4 * kInterleaveRows;
+    const uint8_t *words = group + c * S * 4 * kInterleaveRows;
     const int8_t *xc = x->q.data() + c * kChunkCols;
-    unrolled<chunk_words>([&](auto j_c) LB_INLINE {
+    unrolled<S>([&](auto j_c) LB_INLINE {
       constexpr int j = decltype(j_c)::value, a = j % A;
-      const uint8_t *at = words + j * 4 * kInterleaveRows;
-      if constexpr (kPrefetch) __builtin_prefetch(at + 8192, 0, 1);
       typename Vec::Codes codes[PP];
-      for (int q = 0; q < PP; q++) codes[q] = Vec::load(at + (p0 + q) * Vec::kBytes);
+      for (int q = 0; q < PP; q++) codes[q] = Vec::load(words + j * 4 * kInterleaveRows + (p0 + q) * Vec::kBytes);
       unrolled<F>([&](auto k_c) LB_INLINE {
         constexpr int K = decltype(k_c)::value;
         const typename Vec::Bcast xb = Vec::broadcast4(xc + 8 * W * K + 4 * j);
@@ -654,7 +649,7 @@ struct interleaved_plane {
     unrolled<F>([&](auto k_c) LB_INLINE {
       constexpr int K = decltype(k_c)::value;
       // fields in place sum code << W*K
-      const float s = x->scale[b * F + K] * factor / (Vec::kFieldsInPlace ? (float)(1 << (W * K)) : 1.0f);
+      const float s = x->scale[b * F + K] / (Vec::kFieldsInPlace ? (float)(1 << (W * K)) : 1.0f);
       for (int q = 0; q < PP; q++) {
         typename Vec::Sum total = acc[q][0][K];
         for (int a = 1; a < A; a++) total = Vec::sum_add(total, acc[q][a][K]);
@@ -664,23 +659,80 @@ struct interleaved_plane {
   }
 };
 
+// The sums of fused 3-bit words (qtensor.h) for PP parts, against the 1-bit activations: one per
+// class K < 6 (a whole code in place) and two for each of classes 6 and 7 (the code's low two
+// bits, and its high bit, which weighs 4): 10 multiply-adds per 8 codes, where b3's row-major
+// planes take 16.
+template <class Vec, int PP>
+struct fused3_sums {
+  struct field_spec {
+    int word, w, k, cls, weight;  // word (A, B, C), field width and index, activation class
+  };
+  static constexpr int kSums = 10;
+  static constexpr field_spec kFields[kSums] = {{0, 3, 0, 0, 1}, {0, 3, 1, 1, 1}, {1, 3, 0, 2, 1}, {1, 3, 1, 3, 1},
+                                                {2, 3, 0, 4, 1}, {2, 3, 1, 5, 1}, {0, 2, 3, 6, 1}, {1, 2, 3, 7, 1},
+                                                {2, 1, 6, 6, 4}, {2, 1, 7, 7, 4}};
+  static constexpr int S = 6;  // words per chunk: two sets of A, B, C
+  const act_interleaved *x;
+  typename Vec::Sum acc[PP][kSums];
+
+  LB_INLINE void zero() {
+    for (int q = 0; q < PP; q++)
+      for (int i = 0; i < kSums; i++) acc[q][i] = Vec::sum_zero();
+  }
+  LB_INLINE void chunk(const uint8_t *group, int64_t c, int p0) {
+    const int8_t *xc = x->q.data() + c * kChunkCols;
+    unrolled<2>([&](auto m_c) LB_INLINE {
+      constexpr int m = decltype(m_c)::value;
+      const uint8_t *words = group + (c * S + 3 * m) * 4 * kInterleaveRows;
+      typename Vec::Codes v[PP][3];
+      for (int q = 0; q < PP; q++)
+        for (int i = 0; i < 3; i++) v[q][i] = Vec::load(words + i * 4 * kInterleaveRows + (p0 + q) * Vec::kBytes);
+      unrolled<kSums>([&](auto i_c) LB_INLINE {
+        constexpr int i = decltype(i_c)::value;
+        constexpr field_spec F = kFields[i];
+        const typename Vec::Bcast xb = Vec::broadcast4(xc + 8 * F.cls + 4 * m);
+        for (int q = 0; q < PP; q++) {
+          typename Vec::Codes field;
+          if constexpr (Vec::kFieldsInPlace) field = Vec::template field_in_place<F.w, F.k>(v[q][F.word]);
+          else field = Vec::template field<F.w, F.k>(v[q][F.word]);
+          acc[q][i] = Vec::dot4(acc[q][i], field, xb);
+        }
+      });
+    });
+  }
+  LB_INLINE void fold(int64_t b, typename Vec::Fv (&f)[PP]) {
+    unrolled<kSums>([&](auto i_c) LB_INLINE {
+      constexpr int i = decltype(i_c)::value;
+      constexpr field_spec F = kFields[i];
+      const float s = x->scale[b * 8 + F.cls] * F.weight / (Vec::kFieldsInPlace ? (float)(1 << (F.w * F.k)) : 1.0f);
+      for (int q = 0; q < PP; q++) f[q] = Vec::f_scale1(acc[q][i], s, f[q]);
+    });
+  }
+};
+
+// The sums a format's interleaved words need, PP parts a pass.
+template <class Vec, format FMT>
+struct interleaved_sums {
+  static constexpr int W = kFormatTraits[FMT].plane_bits[0];
+  static constexpr int per_part = interleaved_fused(FMT) ? fused3_sums<Vec, 1>::kSums : 8 / W;
+  static constexpr int P = kInterleaveRows / (Vec::kBytes / 4);  // parts of a group
+  static constexpr int PP = std::max(1, std::min(P, Vec::kInterleaveSums / per_part));
+  static constexpr int A = std::max(1, Vec::kInterleaveSums / (PP * per_part));
+  static_assert(P % PP == 0, "whole parts per pass");
+  using type = std::conditional_t<interleaved_fused(FMT), fused3_sums<Vec, PP>, plane_sums<Vec, W, PP, A>>;
+};
+
 template <class Vec, format FMT>
 void gemv_interleaved(const gemm_q8_args &p) {
-  constexpr format_traits T = kFormatTraits[FMT];
-  constexpr int NP = T.n_planes, W0 = T.plane_bits[0], W1 = NP > 1 ? T.plane_bits[1] : W0;
-  constexpr int FT = 8 / W0 + (NP > 1 ? 8 / W1 : 0);  // sums per part and chain
-  constexpr int L = Vec::kBytes / 4, P = kInterleaveRows / L;
-  constexpr int PP = std::max(1, std::min(P, Vec::kInterleaveSums / FT));
-  constexpr int A = std::max(1, Vec::kInterleaveSums / (PP * FT));
-  static_assert(NP <= 2 && P % PP == 0, "one or two planes, whole parts per pass");
+  using Info = interleaved_sums<Vec, FMT>;
+  constexpr int L = Vec::kBytes / 4, P = Info::P, PP = Info::PP;
+  typename Info::type sums{&p.a->interleaved[width_slot(interleaved_act_width(FMT))], {}};
   const qtensor &w = *p.w;
   const size_t stride = w.row_stride();
-  constexpr int S = words_per_chunk(T);  // the group's words per chunk (for_each_interleaved_word)
-  interleaved_plane<Vec, W0, 0, S, PP, A> plane0{&p.a->interleaved[width_slot(W0)], 1.0f, {}};
-  interleaved_plane<Vec, W1, 2 * W0, S, PP, A> plane1{&p.a->interleaved[width_slot(W1)], (float)(1 << W0), {}};
   float x_sum = 0;
   for (int64_t i = 0; i < (w.cols + 31) / 32; i++) x_sum += p.a->segment_sum[i];
-  const typename Vec::Fv offset = Vec::f_set1(T.offset * x_sum);
+  const typename Vec::Fv offset = Vec::f_set1(kFormatTraits[FMT].offset * x_sum);
   const int64_t chunks = w.cols / kChunkCols, block_chunks = kInterleaveBlockCols / kChunkCols;
   for (int64_t r = p.r0; r < p.r1; r += kInterleaveRows) {
     const uint8_t *group = w.data->data() + (size_t)r * stride;
@@ -688,14 +740,9 @@ void gemv_interleaved(const gemm_q8_args &p) {
       typename Vec::Fv f[PP];
       for (int q = 0; q < PP; q++) f[q] = Vec::f_zero();
       for (int64_t c0 = 0, b = 0; c0 < chunks; c0 += block_chunks, b++) {
-        plane0.zero();
-        if constexpr (NP > 1) plane1.zero();
-        for (int64_t c = c0; c < std::min(chunks, c0 + block_chunks); c++) {
-          plane0.chunk(group, c, p0);
-          if constexpr (NP > 1) plane1.chunk(group, c, p0);
-        }
-        plane0.fold(b, f);
-        if constexpr (NP > 1) plane1.fold(b, f);
+        sums.zero();
+        for (int64_t c = c0; c < std::min(chunks, c0 + block_chunks); c++) sums.chunk(group, c, p0);
+        sums.fold(b, f);
       }
       // y = d * (sum + offset * X), L rows per store
       for (int q = 0; q < PP; q++) {

@@ -298,14 +298,15 @@ namespace {
 
 const format kInterleavable[] = {FORMAT_B1, FORMAT_T158, FORMAT_B2, FORMAT_B3, FORMAT_B4};
 
-// The interleaved GEMV's definition on its own int8 activations (one set per plane width), in
-// double: y = d * (sum_p 2^low_p sum_j field_p(c_j) q_pj s_p(j) + o * X); and the most those
-// activations can move each output (half a step each).
+// The interleaved GEMV's definition on its own int8 activations (interleaved_act_width), in
+// double: y = d * (sum_j c_j q_j s(j) + o * X); and the most those activations can move each
+// output (half a step each).
 void interleaved_reference(const problem &p, const kernel_table &k, std::vector<double> &y, std::vector<double> &bound) {
   const int64_t rows = p.w.rows, cols = p.w.cols;
   const format_traits &t = traits(p.w.fmt);
-  act_interleaved a[2];
-  for (int pl = 0; pl < t.n_planes; pl++) k.prepare_interleaved(p.x.data(), cols, t.plane_bits[pl], a[pl]);
+  const int w = interleaved_act_width(p.w.fmt);
+  act_interleaved a;
+  k.prepare_interleaved(p.x.data(), cols, w, a);
   double x_sum = 0;
   for (int64_t j = 0; j < cols; j++) x_sum += p.x[j];
   std::vector<uint8_t> codes(cols);
@@ -315,15 +316,10 @@ void interleaved_reference(const problem &p, const kernel_table &k, std::vector<
     unpack_row(p.w.fmt, p.w.row(r), cols, codes.data());
     double dot = 0, b = 0;
     for (int64_t j = 0; j < cols; j++) {
-      int low = 0;
-      for (int pl = 0; pl < t.n_planes; pl++) {
-        const int w = t.plane_bits[pl], k = (int)(j % kChunkCols / (8 * w));
-        const double s = a[pl].scale[j / kInterleaveBlockCols * (8 / w) + k];
-        const int field = (codes[j] >> low) & ((1 << w) - 1);
-        dot += (double)(field << low) * a[pl].q[j] * s;
-        b += (double)(field << low) * s / 2;
-        low += w;
-      }
+      const int k = (int)(j % kChunkCols / (8 * w));
+      const double s = a.scale[j / kInterleaveBlockCols * (8 / w) + k];
+      dot += (double)codes[j] * a.q[j] * s;
+      b += (double)codes[j] * s / 2;
     }
     const double d = p.w.row_scales(r)[0];
     y[r] = d * (dot + t.offset * x_sum);
@@ -353,16 +349,30 @@ TEST(interleave_round_trip_and_rules) {
       try { qtensor_view(t, 0, 16); } catch (const std::invalid_argument &) { threw = true; }
       CHECK_MSG(threw, "a view of interleaved rows is refused");
     }
-  // Where the words go: chunk by chunk; a b3 chunk's four 2-bit words, then its two 1-bit words.
+  // Where the words go: chunk by chunk, in row order (one-plane formats); b3 re-encoded as fused
+  // words, each column's code found where qtensor.h says.
   for (format f : kInterleavable) {
     problem p = make_problem(r, f, 16, 128, 1, 0);
     const qtensor t = qtensor_interleaved_copy(p.w);
-    const size_t words = t.row_stride() / 4, low_words = 128 * 2 / 32;  // b3: 2-bit words per row
-    for (size_t m = 0; m < words; m++) {
-      const size_t slot = f != FORMAT_B3 ? m : m < low_words ? m / 4 * 6 + m % 4 : (m - low_words) / 2 * 6 + 4 + (m - low_words) % 2;
-      for (int l = 0; l < kInterleaveRows; l++)
-        CHECK_MSG(std::memcmp(t.data->data() + (slot * kInterleaveRows + l) * 4, p.w.row(l) + 4 * m, 4) == 0,
-                  std::string(traits(f).name) + " word " + std::to_string(m) + " of row " + std::to_string(l));
+    auto word_byte = [&](size_t slot, int l, int j) { return t.data->data()[(slot * kInterleaveRows + l) * 4 + j]; };
+    if (f != FORMAT_B3) {
+      for (size_t m = 0; m < t.row_stride() / 4; m++)
+        for (int l = 0; l < kInterleaveRows; l++)
+          CHECK_MSG(std::memcmp(t.data->data() + (m * kInterleaveRows + l) * 4, p.w.row(l) + 4 * m, 4) == 0,
+                    std::string(traits(f).name) + " word " + std::to_string(m) + " of row " + std::to_string(l));
+      continue;
+    }
+    std::vector<uint8_t> codes(128);
+    for (int l = 0; l < kInterleaveRows; l++) {
+      unpack_row(f, p.w.row(l), 128, codes.data());
+      for (int c = 0; c < 2; c++)
+        for (int m = 0; m < 2; m++)
+          for (int j = 0; j < 4; j++) {
+            const uint8_t a = word_byte(6 * c + 3 * m, l, j), b = word_byte(6 * c + 3 * m + 1, l, j), h = word_byte(6 * c + 3 * m + 2, l, j);
+            const int want[8] = {a & 7, a >> 3 & 7, b & 7, b >> 3 & 7, h & 7, h >> 3 & 7, (a >> 6) + 4 * (h >> 6 & 1), (b >> 6) + 4 * (h >> 7)};
+            for (int k = 0; k < 8; k++)
+              CHECK_MSG(codes[64 * c + 8 * k + 4 * m + j] == want[k], "b3 fused code of column " + std::to_string(64 * c + 8 * k + 4 * m + j) + " of row " + std::to_string(l));
+          }
     }
   }
   // What cannot be interleaved: partial groups of rows, partial chunks, groups, floats, views.
