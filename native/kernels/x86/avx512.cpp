@@ -3,7 +3,6 @@
 // (u8 codes x s8 activations, four products per 32-bit lane). Matches kernels/ref/ref.cpp.
 #include <immintrin.h>
 
-
 #include "../simd-gemm.h"
 
 #ifndef LB_FIELD_GFNI
