@@ -155,16 +155,26 @@ void b3_unfuse_chunk(const uint32_t *in, uint32_t *lo, uint32_t *hi) {
 namespace {
 
 // A packed row's `words` 4-byte words in their interleaved order (fused for b3), and back.
-void row_to_interleaved(format f, const uint32_t *row, int64_t cols, size_t words, uint32_t *out) {
-  const int64_t chunks = cols / kChunkCols;
+void row_to_interleaved(format f, const uint8_t *row, int64_t cols, size_t words, uint32_t *out) {
   if (!interleaved_fused(f)) return (void)std::memcpy(out, row, words * 4);
-  for (int64_t c = 0; c < chunks; c++) b3_fuse_chunk(row + 4 * c, row + 4 * chunks + 2 * c, out + 6 * c);
+  const int64_t chunks = cols / kChunkCols;
+  for (int64_t c = 0; c < chunks; c++) {
+    uint32_t lo[4], hi[2];
+    std::memcpy(lo, row + 16 * c, sizeof lo);
+    std::memcpy(hi, row + 16 * chunks + 8 * c, sizeof hi);
+    b3_fuse_chunk(lo, hi, out + 6 * c);
+  }
 }
 
-void interleaved_to_row(format f, const uint32_t *in, int64_t cols, size_t words, uint32_t *row) {
-  const int64_t chunks = cols / kChunkCols;
+void interleaved_to_row(format f, const uint32_t *in, int64_t cols, size_t words, uint8_t *row) {
   if (!interleaved_fused(f)) return (void)std::memcpy(row, in, words * 4);
-  for (int64_t c = 0; c < chunks; c++) b3_unfuse_chunk(in + 6 * c, row + 4 * c, row + 4 * chunks + 2 * c);
+  const int64_t chunks = cols / kChunkCols;
+  for (int64_t c = 0; c < chunks; c++) {
+    uint32_t lo[4], hi[2];
+    b3_unfuse_chunk(in + 6 * c, lo, hi);
+    std::memcpy(row + 16 * c, lo, sizeof lo);
+    std::memcpy(row + 16 * chunks + 8 * c, hi, sizeof hi);
+  }
 }
 
 }  // namespace
@@ -175,12 +185,11 @@ void qtensor_interleave(qtensor &t) {
   // On the pool: a model's weights take a few hundred ms on one core.
   const int64_t groups = t.rows / kInterleaveRows, per_task = 64;
   thread_pool::global().run((groups + per_task - 1) / per_task, default_threads(), [&](int64_t task) {
-    std::vector<uint32_t> group(words * kInterleaveRows), row(words), ordered(words);
+    std::vector<uint32_t> group(words * kInterleaveRows), ordered(words);
     for (int64_t g = task * per_task; g < std::min(groups, (task + 1) * per_task); g++) {
       uint8_t *base = t.data->data() + g * group_bytes;
       for (int l = 0; l < kInterleaveRows; l++) {
-        std::memcpy(row.data(), base + l * stride, stride);
-        row_to_interleaved(t.fmt, row.data(), t.cols, words, ordered.data());
+        row_to_interleaved(t.fmt, base + l * stride, t.cols, words, ordered.data());
         for (size_t m = 0; m < words; m++) group[m * kInterleaveRows + l] = ordered[m];
       }
       std::memcpy(base, group.data(), group_bytes);
@@ -205,13 +214,12 @@ void qtensor_copy_rows(const qtensor &t, int64_t r0, int64_t r1, uint8_t *out) {
     return;
   }
   const size_t words = stride / 4;
-  std::vector<uint32_t> ordered(words), row(words);
+  std::vector<uint32_t> ordered(words);
   for (int64_t r = r0; r < r1; r++, out += stride) {
     const uint8_t *group = t.data->data() + (r / kInterleaveRows) * kInterleaveRows * stride;
     const int l = (int)(r % kInterleaveRows);
     for (size_t m = 0; m < words; m++) std::memcpy(&ordered[m], group + (m * kInterleaveRows + l) * 4, 4);
-    interleaved_to_row(t.fmt, ordered.data(), t.cols, words, row.data());
-    std::memcpy(out, row.data(), stride);
+    interleaved_to_row(t.fmt, ordered.data(), t.cols, words, out);
   }
 }
 
