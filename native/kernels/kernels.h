@@ -58,6 +58,7 @@ struct act_interleaved {
   bool built = false;
   std::vector<int8_t> q;      // [cols]
   std::vector<float> scale;   // [block][8 / w]
+  float x_sum = 0;            // sum of x, for the zero offset term (once per call, not per span)
 };
 
 // The plane width whose activations (act_interleaved) the interleaved GEMV of format f multiplies
