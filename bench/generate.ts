@@ -3,13 +3,15 @@
  * size for every bit width on synthetic models of real shapes, 1 and 2 threads, against llama.cpp
  * (node-llama-cpp 3.21.1) running the same weights in its nearest types — Q4_0 (from b4), TQ2_0 and
  * TQ1_0 (from t158; only where rows are whole 256-blocks) — with F16 embeddings and head on both
- * sides. Each measurement runs in its own process. Reports each decode rate as a share of the
- * DRAM roofline measured in the same run: tokens/s x bytes read per token / read bandwidth (the
- * median of reads measured at the start and before every row).
+ * sides. Each measurement runs in its own process; the whole list of rows runs --passes times,
+ * round robin, and each row keeps the median of all its passes (this shared machine's bandwidth
+ * drifts over minutes: one pass alone can catch a row in a fast or slow spell). Reports each
+ * decode rate as a share of the DRAM roofline measured in the same run: tokens/s x bytes read per
+ * token / read bandwidth (the median of reads measured at the start and before every row's pass).
  * Writes bench/results/generate.json.
  *
- * Options: --shapes llama-1b,mobilellm-600m  --bits 1,1.58,2,3,4  --threads 1,2  --no-peer
- *          --cache DIR (synthetic models, default bench/.cache)  --out FILE
+ * Options: --shapes llama-1b,mobilellm-600m  --bits 1,1.58,2,3,4  --threads 1,2  --passes 2
+ *          --no-peer  --cache DIR (synthetic models, default bench/.cache)  --out FILE
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -21,7 +23,7 @@ import { exportGguf, type GgufLinearType } from '../lib/convert/gguf-export';
 import { SYNTH_SHAPES, type SynthShapeName, synthModel } from '../lib/convert/synth';
 import { openModel } from '../lib/io';
 import { EMBED_TOKENS, LM_HEAD } from '../lib/io/llama';
-import { DramReadings } from './bandwidth';
+import { DramReadings, median } from './bandwidth';
 import { CONTEXT, DECODE_TOKENS, PROMPT_TOKENS, type WorkerResult } from './generate-worker';
 
 const BITS_FORMAT: Record<string, string> = { 1: 'b1', 1.58: 't158', 2: 'b2', 3: 'b3', 4: 'b4' };
@@ -33,10 +35,16 @@ export interface GenerateResult {
   threads: number;
   promptTokens: number;
   genTokens: number;
+  /** Passes over the whole list of rows this row's figures come from. */
+  passes: number;
+  /** The median of prefillPassesTps. */
   prefillTps: number;
-  /** The median of decodeRoundsTps (decode timed DECODE_ROUNDS times in one process). */
+  /** Prefill tokens/s of each pass. */
+  prefillPassesTps: number[];
+  /** The median of decodeRoundsTps (decode timed DECODE_ROUNDS times in each pass's process). */
   decodeTps: number;
   decodeRoundsTps: number[];
+  /** The largest of the passes' peaks. */
   rssBytes: number;
   fileBytes: number;
   /** Bytes a decode step reads: every weight but the embedding rows it gathers, plus the KV cache. */
@@ -46,8 +54,8 @@ export interface GenerateResult {
    * start, one just before each row), since this shared machine's bandwidth drifts within a run.
    */
   bandwidthGBps: number;
-  /** The measurement taken just before this row's process ran. */
-  rowBandwidthGBps: number;
+  /** The measurements taken just before each pass of this row ran. */
+  rowBandwidthsGBps: number[];
   /** decodeTps x bytesPerToken / bandwidth. */
   rooflineRatio: number;
 }
@@ -55,7 +63,8 @@ export interface GenerateResult {
 const { values } = parseArgs({
   options: {
     shapes: { type: 'string', default: 'llama-1b,mobilellm-600m' }, bits: { type: 'string', default: '1,1.58,2,3,4' },
-    threads: { type: 'string', default: '1,2' }, 'no-peer': { type: 'boolean', default: false },
+    threads: { type: 'string', default: '1,2' }, passes: { type: 'string', default: '2' },
+    'no-peer': { type: 'boolean', default: false },
     cache: { type: 'string', default: path.join(__dirname, '.cache') },
     out: { type: 'string', default: path.join(__dirname, 'results', 'generate.json') },
   },
@@ -63,6 +72,8 @@ const { values } = parseArgs({
 const shapes = values.shapes!.split(',') as SynthShapeName[];
 const bitsList = values.bits!.split(',');
 const threadCounts = values.threads!.split(',').map(Number);
+const passes = Number(values.passes);
+if (!Number.isInteger(passes) || passes < 1) throw new RangeError(`--passes must be a whole number >= 1, got ${values.passes}`);
 const cacheDir = values.cache!;
 const MODELS = path.join(__dirname, '..', '..', 'shared', 'models');
 /** GGUF files whose tokenizer metadata is the vocabulary of a synth shape, by vocabulary size. */
@@ -119,26 +130,49 @@ function ggufFile(shape: SynthShapeName, from: string, type: GgufLinearType): st
   return file;
 }
 
+/** One row of the table: an engine running one file at one thread count. */
+interface RowSpec {
+  engine: GenerateResult['engine'];
+  shape: SynthShapeName;
+  format: string;
+  file: string;
+  threads: number;
+  bytesPerToken: number;
+}
+
+const specs: RowSpec[] = [];
 const results: GenerateResult[] = [];
 
 const dramReads = new DramReadings(cpuInfo().isas);
 
-function measure(engine: GenerateResult['engine'], shape: SynthShapeName, format: string, file: string) {
+function addRows(engine: GenerateResult['engine'], shape: SynthShapeName, format: string, file: string) {
   const bytesPerToken = weightBytesPerToken(file) + kvBytesPerToken(shape);
-  for (const threads of threadCounts) {
-    const rowBandwidthGBps = dramReads.take(threads);
-    const r = runWorker(engine, file, threads, SYNTH_SHAPES[shape].config.vocabSize);
-    // bandwidthGBps and rooflineRatio are set once the run's measurements are all in
-    results.push({
-      engine, shape, format, threads, promptTokens: PROMPT_TOKENS, genTokens: DECODE_TOKENS, ...r, bytesPerToken,
-      bandwidthGBps: 0, rowBandwidthGBps, rooflineRatio: 0,
-    });
-    console.log(
-      `${engine.padEnd(9)} ${shape.padEnd(15)} ${format.padEnd(6)} ${threads}t  decode ${r.decodeTps.toFixed(1).padStart(6)} tok/s ` +
-        `(${(r.decodeTps * bytesPerToken / 1e9).toFixed(1)} GB/s; read ${rowBandwidthGBps.toFixed(1)} GB/s before)  ` +
-        `prefill ${r.prefillTps.toFixed(1).padStart(6)} tok/s  RSS ${(r.rssBytes / 2 ** 20).toFixed(0)} MiB  file ${(r.fileBytes / 2 ** 20).toFixed(0)} MiB`,
-    );
-  }
+  for (const threads of threadCounts) specs.push({ engine, shape, format, file, threads, bytesPerToken });
+}
+
+/** Runs one pass of row `spec` and folds it into its result (created by the first pass). */
+function measure(spec: RowSpec, index: number, pass: number) {
+  const { engine, shape, format, threads, bytesPerToken } = spec;
+  const rowBandwidth = dramReads.take(threads);
+  const r = runWorker(engine, spec.file, threads, SYNTH_SHAPES[shape].config.vocabSize);
+  const row = results[index] ??= {
+    engine, shape, format, threads, passes: 0, promptTokens: PROMPT_TOKENS, genTokens: DECODE_TOKENS, prefillTps: 0,
+    prefillPassesTps: [], decodeTps: 0, decodeRoundsTps: [], rssBytes: 0, fileBytes: r.fileBytes, bytesPerToken, bandwidthGBps: 0,
+    rowBandwidthsGBps: [], rooflineRatio: 0,
+  };
+  // bandwidthGBps and rooflineRatio are set once every pass is in
+  row.passes++;
+  row.prefillPassesTps.push(r.prefillTps);
+  row.prefillTps = median(row.prefillPassesTps);
+  row.decodeRoundsTps.push(...r.decodeRoundsTps);
+  row.decodeTps = median(row.decodeRoundsTps);
+  row.rssBytes = Math.max(row.rssBytes, r.rssBytes);
+  row.rowBandwidthsGBps.push(rowBandwidth);
+  console.log(
+    `pass ${pass + 1}/${passes} ${engine.padEnd(9)} ${shape.padEnd(15)} ${format.padEnd(6)} ${threads}t  decode ${r.decodeTps.toFixed(1).padStart(6)} tok/s ` +
+      `(${(r.decodeTps * bytesPerToken / 1e9).toFixed(1)} GB/s; read ${rowBandwidth.toFixed(1)} GB/s before)  ` +
+      `prefill ${r.prefillTps.toFixed(1).padStart(6)} tok/s  RSS ${(r.rssBytes / 2 ** 20).toFixed(0)} MiB  file ${(r.fileBytes / 2 ** 20).toFixed(0)} MiB`,
+  );
 }
 
 /** Every row's roofline against the median bandwidth of the run for its thread count. */
@@ -159,7 +193,7 @@ async function main() {
     for (const bits of bitsList) {
       const file = await lowbitFile(shape, bits);
       files.set(BITS_FORMAT[bits], file);
-      measure('lowbit', shape, BITS_FORMAT[bits], file);
+      addRows('lowbit', shape, BITS_FORMAT[bits], file);
     }
     if (values['no-peer']) continue;
     const c = SYNTH_SHAPES[shape].config;
@@ -168,9 +202,10 @@ async function main() {
     else console.log(`${shape}: rows of ${c.dim} / ${c.hiddenDim} are not whole 256-blocks: llama.cpp cannot hold them as TQ2_0/TQ1_0`);
     for (const [type, format] of peers) {
       const from = files.get(format);
-      if (from) measure('llama.cpp', shape, type, ggufFile(shape, from, type));
+      if (from) addRows('llama.cpp', shape, type, ggufFile(shape, from, type));
     }
   }
+  for (let pass = 0; pass < passes; pass++) specs.forEach((spec, i) => measure(spec, i, pass));
   finishRooflines();
   fs.mkdirSync(path.dirname(values.out!), { recursive: true });
   fs.writeFileSync(values.out!, `${JSON.stringify(results, null, 2)}\n`);
