@@ -50,10 +50,15 @@ struct act_q8_plane {
 };
 
 // One vector for the interleaved GEMV of plane width w (qtensor_interleave): int8 in natural
-// column order, one scale per class (block of kInterleaveBlockCols columns, field): field k of
-// a 64-column chunk holds its columns 8w*k .. 8w*k + 8w - 1. A kernel folds its integer sums
-// into floats once per block and field.
-constexpr int64_t kInterleaveBlockCols = 256;
+// column order, one scale per class (block of interleaved_block_cols(w) columns, field): field k
+// of a 64-column chunk holds its columns 8w*k .. 8w*k + 8w - 1. A kernel folds its integer sums
+// into floats once per block and field, so the block is as long as the classes allow: every
+// class spans kInterleaveClassCols columns whatever the width (8/w fields, each 8w columns of a
+// chunk), the blocks of 1-bit codes 1024 columns, of 2-bit 512, of 4-bit 256. (The folds of
+// 256-column blocks cost 1-bit rows 20% and 2-bit rows 8% of their cache-resident speed; llama.cpp
+// scales its int8 activations per 32 (Q8_0) or 256 (Q8_K) columns.)
+constexpr int64_t kInterleaveClassCols = 128;
+constexpr int64_t interleaved_block_cols(int w) { return kInterleaveClassCols * 8 / w; }
 struct act_interleaved {
   bool built = false;
   std::vector<int8_t> q;      // [cols]

@@ -223,7 +223,7 @@ void prepare_q8(const float *x, int64_t n, int64_t cols, int w, act_q8_plane &ou
 template <class Vec, int W>
 void prepare_interleaved_plane(const float *x, int64_t cols, act_interleaved &out) {
   constexpr int F = 8 / W, run = 8 * W;
-  constexpr int64_t block_chunks = kInterleaveBlockCols / kChunkCols;
+  constexpr int64_t block_chunks = interleaved_block_cols(W) / kChunkCols;
   const int64_t chunks = cols / kChunkCols, blocks = (chunks + block_chunks - 1) / block_chunks;
   out.q.resize(cols);
   out.scale.resize(blocks * F);
@@ -609,7 +609,7 @@ inline void tile(const qtensor &w, size_t stride, const Act &a, const float *gsu
 // 4-byte broadcast of the natural-order activations: no permuted copy of x. b3 reads fused words
 // (qtensor.h) the same way, against the 1-bit activations. A pass takes PP of the P parts with
 // kInterleaveSums sums in all (enough dot-product chains in flight); the sums fold into float
-// once per block of kInterleaveBlockCols columns (the activation classes), and the group ends
+// once per block of interleaved_block_cols columns (the activation classes), and the group ends
 // with one multiply by its row scales and a store: none of the per-row horizontal sums and folds
 // that cost the row-major kernels about as much as a 1152-column row's data. A group is one
 // sequential stream, left to the hardware prefetcher: a software prefetch 8 KiB ahead made 4-bit
@@ -736,7 +736,8 @@ void gemv_interleaved(const gemm_q8_args &p) {
   const qtensor &w = *p.w;
   const size_t stride = w.row_stride();
   const typename Vec::Fv offset = Vec::f_set1(kFormatTraits[FMT].offset * sums.x->x_sum);
-  const int64_t chunks = w.cols / kChunkCols, block_chunks = kInterleaveBlockCols / kChunkCols;
+  const int64_t chunks = w.cols / kChunkCols;
+  const int64_t block_chunks = interleaved_block_cols(interleaved_act_width(FMT)) / kChunkCols;
   for (int64_t r = p.r0; r < p.r1; r += kInterleaveRows) {
     const uint8_t *group = w.data->data() + (size_t)r * stride;
     for (int p0 = 0; p0 < P; p0 += PP) {
