@@ -51,7 +51,8 @@ export interface GenerateResult {
   bytesPerToken: number;
   /**
    * DRAM read bandwidth for the thread count: the median of the run's measurements (one at the
-   * start, one just before each row), since this shared machine's bandwidth drifts within a run.
+   * start, one just before each pass of each row), since this shared machine's bandwidth drifts
+   * within a run.
    */
   bandwidthGBps: number;
   /** The measurements taken just before each pass of this row ran. */
