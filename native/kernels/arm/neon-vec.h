@@ -33,7 +33,7 @@ struct VecNeon {
 
   // The interleaved GEMV (4 rows per load) needs SDOT; without it models stay row-major.
   static constexpr bool kInterleaved = DOTPROD;
-  static constexpr int kInterleaveSums = 16;
+  static constexpr int kInterleaveSums = 16, kInterleaveSumsMax = 16;
   using Bcast = Codes;
   static Bcast broadcast4(const int8_t *x) {
     int32_t v;
