@@ -726,7 +726,9 @@ struct interleaved_sums {
   static constexpr int PP = std::max(1, std::min(P, Vec::kInterleaveSums / per_part));
   // Chains per field: enough for kInterleaveSums sums, and two where the registers hold them: with
   // one, the two words of a 1-bit chunk queue on one multiply-add chain (6% slower on AVX-512).
-  static constexpr int A = std::max({1, Vec::kInterleaveSums / (PP * per_part), std::min(2, Vec::kInterleaveSumsMax / (PP * per_part))});
+  static constexpr int chains_wanted = Vec::kInterleaveSums / (PP * per_part);
+  static constexpr int chains_room = Vec::kInterleaveSumsMax / (PP * per_part);
+  static constexpr int A = std::max({1, chains_wanted, std::min(2, chains_room)});
   static_assert(P % PP == 0, "whole parts per pass");
   using type = std::conditional_t<interleaved_fused(FMT), fused3_sums<Vec, PP>, plane_sums<Vec, W, PP, A>>;
 };
