@@ -6,9 +6,10 @@
  * sides. Each measurement runs in its own process; the whole list of rows runs --passes times,
  * round robin, and each row keeps the median of all its passes (this shared machine's bandwidth
  * drifts over minutes: one pass alone can catch a row in a fast or slow spell). Reports each
- * decode rate as a share of the DRAM roofline measured in the same run: tokens/s x bytes read per
- * token / read bandwidth (the median of reads measured at the start and before every row's pass).
- * Writes bench/results/generate.json.
+ * decode rate as a share of the DRAM roofline: tokens/s x bytes read per token / read bandwidth,
+ * round by round against the reads the worker takes just before and just after that decode round
+ * (the host's bandwidth swings between readings a few seconds apart while decode keeps its pace),
+ * and the median over all rounds. Writes bench/results/generate.json.
  *
  * Options: --shapes llama-1b,mobilellm-600m  --bits 1,1.58,2,3,4  --threads 1,2  --passes 2
  *          --no-peer  --cache DIR (synthetic models, default bench/.cache)  --out FILE
@@ -18,12 +19,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { cpuInfo } from '../lib';
 import { exportGguf, type GgufLinearType } from '../lib/convert/gguf-export';
 import { SYNTH_SHAPES, type SynthShapeName, synthModel } from '../lib/convert/synth';
 import { openModel } from '../lib/io';
 import { EMBED_TOKENS, LM_HEAD } from '../lib/io/llama';
-import { DramReadings, median } from './bandwidth';
+import { DramReadings, median, pairedRatios } from './bandwidth';
 import { CONTEXT, DECODE_TOKENS, PROMPT_TOKENS, type WorkerResult } from './generate-worker';
 
 const BITS_FORMAT: Record<string, string> = { 1: 'b1', 1.58: 't158', 2: 'b2', 3: 'b3', 4: 'b4' };
@@ -44,20 +44,18 @@ export interface GenerateResult {
   /** The median of decodeRoundsTps (decode timed DECODE_ROUNDS times in each pass's process). */
   decodeTps: number;
   decodeRoundsTps: number[];
+  /** For each decode round, the mean of the DRAM reads taken just before and just after it. */
+  decodeRoundsReadGBps: number[];
+  /** For each decode round: its tokens/s x bytesPerToken / its read bandwidth. */
+  decodeRoundsRoofline: number[];
   /** The largest of the passes' peaks. */
   rssBytes: number;
   fileBytes: number;
   /** Bytes a decode step reads: every weight but the embedding rows it gathers, plus the KV cache. */
   bytesPerToken: number;
-  /**
-   * DRAM read bandwidth for the thread count: the median of the run's measurements (one at the
-   * start, one just before each pass of each row), since this shared machine's bandwidth drifts
-   * within a run.
-   */
+  /** The median of decodeRoundsReadGBps. */
   bandwidthGBps: number;
-  /** The measurements taken just before each pass of this row ran. */
-  rowBandwidthsGBps: number[];
-  /** decodeTps x bytesPerToken / bandwidth. */
+  /** The median of decodeRoundsRoofline: the share of the DRAM roofline decode reaches. */
   rooflineRatio: number;
 }
 
@@ -144,7 +142,6 @@ interface RowSpec {
 const specs: RowSpec[] = [];
 const results: GenerateResult[] = [];
 
-const dramReads = new DramReadings(cpuInfo().isas);
 
 function addRows(engine: GenerateResult['engine'], shape: SynthShapeName, format: string, file: string) {
   const bytesPerToken = weightBytesPerToken(file) + kvBytesPerToken(shape);
@@ -154,41 +151,42 @@ function addRows(engine: GenerateResult['engine'], shape: SynthShapeName, format
 /** Runs one pass of row `spec` and folds it into its result (created by the first pass). */
 function measure(spec: RowSpec, index: number, pass: number) {
   const { engine, shape, format, threads, bytesPerToken } = spec;
-  const rowBandwidth = dramReads.take(threads);
   const r = runWorker(engine, spec.file, threads, SYNTH_SHAPES[shape].config.vocabSize);
   const row = results[index] ??= {
     engine, shape, format, threads, passes: 0, promptTokens: PROMPT_TOKENS, genTokens: DECODE_TOKENS, prefillTps: 0,
-    prefillPassesTps: [], decodeTps: 0, decodeRoundsTps: [], rssBytes: 0, fileBytes: r.fileBytes, bytesPerToken, bandwidthGBps: 0,
-    rowBandwidthsGBps: [], rooflineRatio: 0,
+    prefillPassesTps: [], decodeTps: 0, decodeRoundsTps: [], decodeRoundsReadGBps: [], decodeRoundsRoofline: [], rssBytes: 0,
+    fileBytes: r.fileBytes, bytesPerToken, bandwidthGBps: 0, rooflineRatio: 0,
   };
-  // bandwidthGBps and rooflineRatio are set once every pass is in
+  const paired = pairedRatios(r.decodeRoundsTps.map((tps) => tps * bytesPerToken / 1e9), r.decodeReadsGBps);
   row.passes++;
   row.prefillPassesTps.push(r.prefillTps);
   row.prefillTps = median(row.prefillPassesTps);
   row.decodeRoundsTps.push(...r.decodeRoundsTps);
   row.decodeTps = median(row.decodeRoundsTps);
+  row.decodeRoundsReadGBps.push(...paired.reads);
+  row.bandwidthGBps = median(row.decodeRoundsReadGBps);
+  row.decodeRoundsRoofline.push(...paired.ratios);
+  row.rooflineRatio = median(row.decodeRoundsRoofline);
   row.rssBytes = Math.max(row.rssBytes, r.rssBytes);
-  row.rowBandwidthsGBps.push(rowBandwidth);
   console.log(
     `pass ${pass + 1}/${passes} ${engine.padEnd(9)} ${shape.padEnd(15)} ${format.padEnd(6)} ${threads}t  decode ${r.decodeTps.toFixed(1).padStart(6)} tok/s ` +
-      `(${(r.decodeTps * bytesPerToken / 1e9).toFixed(1)} GB/s; read ${rowBandwidth.toFixed(1)} GB/s before)  ` +
+      `(${(r.decodeTps * bytesPerToken / 1e9).toFixed(1)} GB/s; roofline ${paired.ratios.map((x) => x.toFixed(2)).join(' ')} of reads ${r.decodeReadsGBps.map((x) => x.toFixed(1)).join(' ')})  ` +
       `prefill ${r.prefillTps.toFixed(1).padStart(6)} tok/s  RSS ${(r.rssBytes / 2 ** 20).toFixed(0)} MiB  file ${(r.fileBytes / 2 ** 20).toFixed(0)} MiB`,
   );
 }
 
-/** Every row's roofline against the median bandwidth of the run for its thread count. */
-function finishRooflines() {
+function printRooflines() {
   for (const row of results) {
-    row.bandwidthGBps = dramReads.median(row.threads);
-    row.rooflineRatio = (row.decodeTps * row.bytesPerToken) / (row.bandwidthGBps * 1e9);
+    console.log(`${row.engine.padEnd(9)} ${row.shape.padEnd(15)} ${row.format.padEnd(6)} ${row.threads}t  decode ${row.decodeTps.toFixed(1).padStart(6)} tok/s  ` +
+      `roofline ${row.rooflineRatio.toFixed(2)} (rounds ${Math.min(...row.decodeRoundsRoofline).toFixed(2)}-${Math.max(...row.decodeRoundsRoofline).toFixed(2)}, read ${row.bandwidthGBps.toFixed(1)} GB/s)`);
   }
-  for (const line of dramReads.describe()) console.log(line);
-  for (const row of results) console.log(`${row.engine.padEnd(9)} ${row.shape.padEnd(15)} ${row.format.padEnd(6)} ${row.threads}t  roofline ${row.rooflineRatio.toFixed(2)}`);
 }
 
 async function main() {
   fs.mkdirSync(cacheDir, { recursive: true });
-  console.log(`DRAM read bandwidth: ${threadCounts.map((t) => `${t}t ${dramReads.take(t).toFixed(1)} GB/s`).join(', ')}; context ${CONTEXT}`);
+  const reads = new DramReadings();
+  console.log(`DRAM read bandwidth: ${threadCounts.map((t) => `${t}t ${reads.take(t).toFixed(1)} GB/s`).join(', ')}; context ${CONTEXT}`);
+  reads.release();
   for (const shape of shapes) {
     const files = new Map<string, string>();
     for (const bits of bitsList) {
@@ -207,7 +205,7 @@ async function main() {
     }
   }
   for (let pass = 0; pass < passes; pass++) specs.forEach((spec, i) => measure(spec, i, pass));
-  finishRooflines();
+  printRooflines();
   fs.mkdirSync(path.dirname(values.out!), { recursive: true });
   fs.writeFileSync(values.out!, `${JSON.stringify(results, null, 2)}\n`);
   console.log(`wrote ${results.length} rows to ${values.out}`);

@@ -3,7 +3,7 @@
  * 1 and 2 threads, in two regimes — DRAM-bound (cycling through enough matrices that >= 512 MiB
  * of weights stream per pass) and cache-resident (one matrix of at most 16 MiB, repeated) — with
  * each kernel's weight throughput as a ratio to this machine's read bandwidth measured in the same
- * run. GEMVs run on row-major weights and, where the ISA has the interleaved GEMV (what models
+ * run (for a DRAM row, the reads just before and after it: the host's bandwidth drifts). GEMVs run on row-major weights and, where the ISA has the interleaved GEMV (what models
  * use there), on an interleaved copy too (`layout`). Prints a table and
  * writes bench/results/kernels.json.
  *
@@ -42,6 +42,7 @@ export interface KernelResult {
   weightGBps: number;
   ratioToBandwidth: number;
   gops: number;
+  /** DRAM rows: the mean of reads just before and just after the row; cache rows: see cacheBandwidth. */
   bandwidthGBps: number;
 }
 
@@ -58,8 +59,8 @@ const threadCounts = values.threads!.split(',').map(Number);
 const formats = values.formats!.split(',') as Format[];
 const regimes = new Set(values.regimes!.split(','));
 const maxTime = Number(values['max-time']);
-// DRAM rows divide by the median of readings taken at the start and before each format's GEMVs
-const dramReads = new DramReadings(isas);
+// Each DRAM row divides by the mean of DRAM reads taken just before and just after it
+const dramReads = new DramReadings();
 
 // benchmark.js would otherwise recompile fn from its source text, losing the closure.
 (Benchmark as unknown as { support: { decompilation: boolean } }).support.decompilation = false;
@@ -123,8 +124,10 @@ function gemv(format: Format, rows: number, cols: number) {
         const shape = { format, isa, threads, layout, rows, cols, n: 1 };
         if (dram.length) {
           let i = 0;
+          const before = dramReads.take(threads);
           const seconds = time(() => void dram[i++ % dram.length].matmulSync(x, 1, threads, 'int8', isa));
-          record({ ...shape, regime: 'dram', seconds, bandwidthGBps: dramReads.median(threads) }, bytes);
+          const bandwidthGBps = (before + dramReads.take(threads)) / 2;
+          record({ ...shape, regime: 'dram', seconds, bandwidthGBps }, bytes);
         }
         if (regimes.has('cache') && bytes <= CACHE_LIMIT) {
           const seconds = time(() => void one.matmulSync(x, 1, threads, 'int8', isa));
@@ -155,15 +158,9 @@ console.log(`lowbit kernel benchmark: ${info.arch}, ISAs ${isas.join(', ')}, thr
 for (const threads of threadCounts) {
   console.log(`read bandwidth, ${threads} thread(s): DRAM ${dramReads.take(threads).toFixed(1)} GB/s, 16 MiB ${cacheBandwidth(16 * MiB, threads, isas).toFixed(1)} GB/s`);
 }
-for (const [i, format] of formats.entries()) {
-  if (regimes.has('dram') && i > 0) for (const threads of threadCounts) dramReads.take(threads);
+for (const format of formats) {
   if (regimes.has('dram') || regimes.has('cache')) for (const [rows, cols] of GEMV_SHAPES) gemv(format, rows, cols);
   if (regimes.has('gemm')) for (const [rows, cols] of GEMM_SHAPES) gemm(format, rows, cols);
-}
-for (const row of results) {
-  if (row.regime !== 'dram') continue;
-  row.bandwidthGBps = dramReads.median(row.threads);
-  row.ratioToBandwidth = row.weightGBps / row.bandwidthGBps;
 }
 for (const line of dramReads.describe()) console.log(line);
 

@@ -191,7 +191,8 @@ export interface Binding {
   AddonSampler: new (params: AddonSamplerParams, seed: number) => AddonSampler;
   cpuInfo(): AddonCpuInfo;
   formats(): AddonFormatInfo[];
-  measureRead(bytes: number, threads: number, minSeconds: number, isa?: IsaName): number;
+  /** Seconds per pass of reading a fresh buffer of `bytes`, or the given array in place. */
+  measureRead(bytesOrData: number | Uint8Array, threads: number, minSeconds: number, isa?: IsaName): number;
   measureMatmul(tensors: AddonQTensor[], x: Float32Array, n: number, threads: number, act: ActivationMode,
     minSeconds: number, isa?: IsaName): number;
   sharpFit(request: AddonSharpRequest): Promise<AddonSharpFit[]>;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 
 #include "../core/pool.h"
 #include "kernels.h"
@@ -17,14 +18,13 @@ double now() {
 }
 }  // namespace
 
-double measure_read_seconds(size_t bytes, int threads, double min_seconds, const kernel_table &k) {
-  const size_t per = std::max<size_t>(bytes / threads / 4096 * 4096, 4096);  // each thread's share
-  aligned_buffer buf(per * threads);
-  std::memset(buf.data(), 1, per * threads);  // fault every page in before timing
+double measure_read_seconds(const uint8_t *data, size_t bytes, int threads, double min_seconds, const kernel_table &k) {
+  const size_t per = bytes / threads;  // each thread's share
+  if (per < 4 * 64) throw std::invalid_argument("measure_read: the buffer is too small for the thread count");
   std::atomic<uint64_t> sink{0};  // keeps the reads from being optimised away
   auto pass = [&] {
     thread_pool::global().run(threads, threads, [&](int64_t t) {
-      sink.fetch_xor(k.read_bytes(buf.data() + t * per, per), std::memory_order_relaxed);
+      sink.fetch_xor(k.read_bytes(data + t * per, per), std::memory_order_relaxed);
     });
   };
   pass();  // warm up (and fill caches for the cache-resident measurement)
@@ -37,6 +37,13 @@ double measure_read_seconds(size_t bytes, int threads, double min_seconds, const
     t1 = now();
   }
   return (t1 - t0) / passes;  // per pass over per * threads bytes
+}
+
+double measure_read_seconds(size_t bytes, int threads, double min_seconds, const kernel_table &k) {
+  const size_t per = std::max<size_t>(bytes / threads / 4096 * 4096, 4096);
+  aligned_buffer buf(per * threads);
+  std::memset(buf.data(), 1, per * threads);  // fault every page in before timing
+  return measure_read_seconds(buf.data(), per * threads, threads, min_seconds, k);
 }
 
 double measure_matmul_seconds(const std::vector<const qtensor *> &ws, const float *x, int64_t n, act_mode mode,
