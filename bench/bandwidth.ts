@@ -33,8 +33,9 @@ export function median(values: readonly number[]): number {
 
 /**
  * DRAM read bandwidth readings taken through a run, by thread count: a streaming read of one 1 GiB
- * buffer (allocated and faulted in once: that costs more than a reading) with the default ISA's
- * read loop. This shared machine's bandwidth drifts within a run (one run's 2-thread readings
+ * buffer with the default ISA's read loop. The buffer lies on 2 MiB pages where the OS gives them,
+ * as the kernels' weights do (4 KiB pages read 5-10% slower here), and is allocated and faulted in
+ * once (that costs more than a reading). This shared machine's bandwidth drifts within a run (one run's 2-thread readings
  * spread from 32 to 65 GB/s) while a kernel or a decode round keeps its pace, so the benchmarks
  * pair each timing with the readings taken just before and after it (pairedRatios).
  */
@@ -44,7 +45,11 @@ export class DramReadings {
 
   /** Reads the buffer for about `seconds` now on `threads` threads; returns this reading's GB/s. */
   take(threads: number, seconds = 0.3): number {
-    if (!this.buffer) this.buffer = new Uint8Array(GiB).fill(1);
+    if (!this.buffer) {
+      this.buffer = new Uint8Array(GiB);
+      binding().adviseHugePages(this.buffer);
+      this.buffer.fill(1);
+    }
     const gbps = GiB / binding().measureRead(this.buffer, threads, seconds) / 1e9;
     this.readings.set(threads, [...(this.readings.get(threads) ?? []), gbps]);
     return gbps;

@@ -27,6 +27,8 @@ const GEMM_SHAPES: [number, number][] = [[4096, 4096], [2048, 8192], [3584, 1280
 const GEMM_N = [16, 64, 128];
 const DRAM_BYTES = 512 * MiB;
 const CACHE_LIMIT = 16 * MiB;
+/** Cache-resident GEMVs per timed pass (the same matrix again). */
+const CACHE_REPEATS = 32;
 
 export interface KernelResult {
   format: Format;
@@ -65,12 +67,17 @@ const dramReads = new DramReadings();
 // benchmark.js would otherwise recompile fn from its source text, losing the closure.
 (Benchmark as unknown as { support: { decompilation: boolean } }).support.decompilation = false;
 
-/** Mean seconds per call of fn, by benchmark.js (at least 5 samples, about maxTime seconds). */
-function time(fn: () => void): number {
+/**
+ * Mean seconds per matmul by each of `tensors` (n columns of x), by benchmark.js (at least 5
+ * samples, about maxTime seconds) timing passes of one native call that runs them in turn: a JS
+ * call costs 1-3 us, a fifth of a short cache-resident GEMV, and models call kernels natively.
+ */
+function time(tensors: AddonQTensor[], x: Float32Array, n: number, threads: number, isa: IsaName): number {
+  const fn = () => void binding().runMatmuls(tensors, x, n, threads, 'int8', isa);
   const bench = new Benchmark({ fn, maxTime, minSamples: 5, initCount: 1 });
   bench.run();
   if (bench.error) throw bench.error;
-  return bench.stats.mean;
+  return bench.stats.mean / tensors.length;
 }
 
 /** A rows x cols matrix of random codes and per-row scales (the data does not change the speed). */
@@ -123,14 +130,13 @@ function gemv(format: Format, rows: number, cols: number) {
       for (const threads of threadCounts) {
         const shape = { format, isa, threads, layout, rows, cols, n: 1 };
         if (dram.length) {
-          let i = 0;
           const before = dramReads.take(threads);
-          const seconds = time(() => void dram[i++ % dram.length].matmulSync(x, 1, threads, 'int8', isa));
+          const seconds = time(dram, x, 1, threads, isa);
           const bandwidthGBps = (before + dramReads.take(threads)) / 2;
           record({ ...shape, regime: 'dram', seconds, bandwidthGBps }, bytes);
         }
         if (regimes.has('cache') && bytes <= CACHE_LIMIT) {
-          const seconds = time(() => void one.matmulSync(x, 1, threads, 'int8', isa));
+          const seconds = time(Array(CACHE_REPEATS).fill(one), x, 1, threads, isa);
           record({ ...shape, regime: 'cache', seconds, bandwidthGBps: cacheBandwidth(bytes, threads, isas) }, bytes);
         }
       }
@@ -146,7 +152,7 @@ function gemm(format: Format, rows: number, cols: number) {
     const x = Float32Array.from({ length: n * cols }, () => Math.random() - 0.5);
     for (const isa of isas) {
       for (const threads of threadCounts) {
-        const seconds = time(() => void w.matmulSync(x, n, threads, 'int8', isa));
+        const seconds = time([w], x, n, threads, isa);
         record({ format, isa, threads, regime: 'cache', layout: 'rows', rows, cols, n, seconds, bandwidthGBps: cacheBandwidth(bytes, threads, isas) }, bytes);
       }
     }

@@ -193,8 +193,10 @@ export interface Binding {
   formats(): AddonFormatInfo[];
   /** Seconds per pass of reading a fresh buffer of `bytes`, or the given array in place. */
   measureRead(bytesOrData: number | Uint8Array, threads: number, minSeconds: number, isa?: IsaName): number;
-  measureMatmul(tensors: AddonQTensor[], x: Float32Array, n: number, threads: number, act: ActivationMode,
-    minSeconds: number, isa?: IsaName): number;
+  /** Asks for huge pages under the array's memory, as tensors' storage has (before first touching it). */
+  adviseHugePages(array: Uint8Array): void;
+  /** One matmul of x by each tensor in turn, natively; returns seconds per matmul. */
+  runMatmuls(tensors: AddonQTensor[], x: Float32Array, n: number, threads: number, act: ActivationMode, isa?: IsaName): number;
   sharpFit(request: AddonSharpRequest): Promise<AddonSharpFit[]>;
 }
 

@@ -1,5 +1,5 @@
-// Timing loops for bench/kernels: a native streaming read (the bandwidth the kernels are measured
-// against) and repeated matmuls, both on the thread pool, so no JS overhead enters the numbers.
+// Timing loops for the benchmarks: a native streaming read (the bandwidth the kernels are measured
+// against) and a run of matmuls, both on the thread pool, so no JS overhead enters the numbers.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -46,21 +46,14 @@ double measure_read_seconds(size_t bytes, int threads, double min_seconds, const
   return measure_read_seconds(buf.data(), per * threads, threads, min_seconds, k);
 }
 
-double measure_matmul_seconds(const std::vector<const qtensor *> &ws, const float *x, int64_t n, act_mode mode,
-                              int threads, double min_seconds, const kernel_table &k) {
+double run_matmuls(const std::vector<const qtensor *> &ws, const float *x, int64_t n, act_mode mode, int threads,
+                   const kernel_table &k) {
   int64_t rows = 0;
   for (const qtensor *w : ws) rows = std::max(rows, w->rows);
   std::unique_ptr<float[]> y(new float[n * rows]);
-  matmul(*ws[0], x, n, y.get(), mode, threads, k);  // warm up
-  size_t calls = 0;
   const double t0 = now();
-  double t1 = t0;
-  while (calls < ws.size() || t1 - t0 < min_seconds) {
-    matmul(*ws[calls % ws.size()], x, n, y.get(), mode, threads, k);
-    calls++;
-    t1 = now();
-  }
-  return (t1 - t0) / calls;
+  for (const qtensor *w : ws) matmul(*w, x, n, y.get(), mode, threads, k);
+  return (now() - t0) / (double)ws.size();
 }
 
 }  // namespace lb

@@ -3,6 +3,10 @@
 
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "../core/cpu.h"
 #include "../core/pool.h"
 #include "../kernels/kernels.h"
@@ -109,22 +113,40 @@ Napi::Value MeasureRead(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, guarded(env, [&] { return measure_read_seconds((size_t)bytes, threads, min_seconds, k); }));
 }
 
-// measureMatmul(tensors[], x, n, threads, act, minSeconds, isa?) -> seconds per matmul
-Napi::Value MeasureMatmul(const Napi::CallbackInfo &info) {
+// adviseHugePages(array): asks the OS to back the whole 2 MiB extents of a typed array's memory
+// with huge pages, as tensors' storage is (call it before the array's pages are first touched), so
+// a DRAM probe reads the kind of memory the kernels read
+Napi::Value AdviseHugePages(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray()) throw Napi::TypeError::New(env, "adviseHugePages needs a typed array");
+  Napi::TypedArray array = info[0].As<Napi::TypedArray>();
+#if defined(__linux__)
+  const uintptr_t start = reinterpret_cast<uintptr_t>(array.ArrayBuffer().Data()) + array.ByteOffset();
+  const uintptr_t huge = aligned_buffer::kHugePage, from = (start + huge - 1) / huge * huge;
+  const uintptr_t to = (start + array.ByteLength()) / huge * huge;
+  if (to > from) madvise(reinterpret_cast<void *>(from), to - from, MADV_HUGEPAGE);
+#endif
+  return env.Undefined();
+}
+
+// runMatmuls(tensors[], x, n, threads, act, isa?) -> seconds per matmul: one matmul by each tensor
+// in turn (bench/kernels times a pass of short kernels with one JS call)
+Napi::Value RunMatmuls(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "tensors must be an array of QTensors");
   Napi::Array list = info[0].As<Napi::Array>();
   std::vector<const qtensor *> ws;
   for (uint32_t i = 0; i < list.Length(); i++) ws.push_back(&AddonQTensor::From(env, list.Get(i)));
   if (ws.empty()) throw Napi::RangeError::New(env, "no tensors");
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(env, "x must be a Float32Array");
   Napi::Float32Array x = info[1].As<Napi::Float32Array>();
   const int n = count_arg(env, info[2], "n"), threads = count_arg(env, info[3], "threads");
   for (const qtensor *w : ws)
-    if (x.ElementLength() != (size_t)(n * w->cols)) throw Napi::RangeError::New(env, "x must hold n * cols values");
+    if (x.ElementLength() != (size_t)n * w->cols) throw Napi::RangeError::New(env, "x must hold n * cols values");
   const act_mode act = info[4].As<Napi::String>().Utf8Value() == "f32" ? ACT_F32 : ACT_Q8;
-  const double min_seconds = info[5].As<Napi::Number>().DoubleValue();
-  const kernel_table &k = kernels_arg(env, info[6]);
-  return Napi::Number::New(
-      env, guarded(env, [&] { return measure_matmul_seconds(ws, x.Data(), n, act, threads, min_seconds, k); }));
+  const kernel_table &k = kernels_arg(env, info[5]);
+  return Napi::Number::New(env, guarded(env, [&] { return run_matmuls(ws, x.Data(), n, act, threads, k); }));
 }
 
 }  // namespace
@@ -143,7 +165,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuInfo", Napi::Function::New<CpuInfo>(env, "cpuInfo"));
   exports.Set("formats", Napi::Function::New<Formats>(env, "formats"));
   exports.Set("measureRead", Napi::Function::New<MeasureRead>(env, "measureRead"));
-  exports.Set("measureMatmul", Napi::Function::New<MeasureMatmul>(env, "measureMatmul"));
+  exports.Set("adviseHugePages", Napi::Function::New<AdviseHugePages>(env, "adviseHugePages"));
+  exports.Set("runMatmuls", Napi::Function::New<RunMatmuls>(env, "runMatmuls"));
   exports.Set("sharpFit", Napi::Function::New<SharpFit>(env, "sharpFit"));
   return exports;
 }
