@@ -3,9 +3,11 @@
  * 1 and 2 threads, in two regimes — DRAM-bound (cycling through enough matrices that >= 512 MiB
  * of weights stream per pass) and cache-resident (one matrix of at most 16 MiB, repeated) — with
  * each kernel's weight throughput as a ratio to this machine's read bandwidth measured in the same
- * run (for a DRAM row, the reads just before and after it: the host's bandwidth drifts). GEMVs run on row-major weights and, where the ISA has the interleaved GEMV (what models
- * use there), on an interleaved copy too (`layout`). Prints a table and
- * writes bench/results/kernels.json.
+ * run: for a DRAM row, reads of 1 GiB just before and after it (the host's bandwidth drifts); for a
+ * cache row, a 16 MiB buffer's read, and, stricter, that of a buffer of the matrix's own size.
+ * GEMVs run on row-major weights and, where the ISA has the interleaved GEMV (what models use
+ * there), on an interleaved copy too (`layout`). Prints a table and writes
+ * bench/results/kernels.json.
  *
  * Options: --isa avx512,avx2  --threads 1,2  --formats b2,b4  --regimes dram,cache,gemm
  *          --max-time SECONDS (per measurement, default 0.5)  --out FILE
@@ -17,7 +19,7 @@ import { parseArgs } from 'node:util';
 
 import { cpuInfo } from '../lib';
 import { type AddonQTensor, binding, type IsaName } from '../lib/native';
-import { cacheBandwidth, DramReadings, MiB } from './bandwidth';
+import { cacheBandwidth, DramReadings, MiB, sameSizeReadBandwidth } from './bandwidth';
 
 const FORMATS = ['b1', 't158', 'b2', 'b3', 'b4'] as const;
 type Format = (typeof FORMATS)[number];
@@ -44,8 +46,11 @@ export interface KernelResult {
   weightGBps: number;
   ratioToBandwidth: number;
   gops: number;
-  /** DRAM rows: the mean of reads just before and just after the row; cache rows: see cacheBandwidth. */
+  /** DRAM rows: the mean of reads just before and just after the row; cache rows: a 16 MiB buffer's read. */
   bandwidthGBps: number;
+  /** Cache rows: the read rate of a buffer the matrix's size, and weightGBps over it (stricter). */
+  sameSizeReadGBps?: number;
+  ratioToSameSizeRead?: number;
 }
 
 const { values } = parseArgs({
@@ -102,16 +107,18 @@ function copies(t: AddonQTensor, count: number, layout: KernelResult['layout']):
 
 const results: KernelResult[] = [];
 
-function record(r: Omit<KernelResult, 'weightGBps' | 'ratioToBandwidth' | 'gops'>, bytes: number) {
+function record(r: Omit<KernelResult, 'weightGBps' | 'ratioToBandwidth' | 'gops' | 'ratioToSameSizeRead'>, bytes: number) {
   const weightGBps = bytes / r.seconds / 1e9;
   const row: KernelResult = {
     ...r, weightGBps, ratioToBandwidth: weightGBps / r.bandwidthGBps, gops: (2 * r.rows * r.cols * r.n) / r.seconds / 1e9,
   };
+  if (r.sameSizeReadGBps) row.ratioToSameSizeRead = weightGBps / r.sameSizeReadGBps;
   results.push(row);
   console.log(
     `${row.format.padEnd(5)} ${row.isa.padEnd(13)} ${row.threads}t ${row.regime.padEnd(5)} ${row.layout.padEnd(11)} ${`${row.rows}x${row.cols}`.padEnd(11)} n=${String(row.n).padEnd(4)}` +
       ` ${(row.seconds * 1e6).toFixed(1).padStart(9)} us ${row.weightGBps.toFixed(1).padStart(6)} GB/s  ratio ${row.ratioToBandwidth.toFixed(2)}` +
-      `  ${row.gops.toFixed(0).padStart(5)} GOP/s  (bandwidth ${row.bandwidthGBps.toFixed(1)})`,
+      `  ${row.gops.toFixed(0).padStart(5)} GOP/s  (bandwidth ${row.bandwidthGBps.toFixed(1)}` +
+      `${row.ratioToSameSizeRead ? `; same-size read ${row.sameSizeReadGBps!.toFixed(1)}, ratio ${row.ratioToSameSizeRead.toFixed(2)}` : ''})`,
   );
 }
 
@@ -137,7 +144,8 @@ function gemv(format: Format, rows: number, cols: number) {
         }
         if (regimes.has('cache') && bytes <= CACHE_LIMIT) {
           const seconds = time(Array(CACHE_REPEATS).fill(one), x, 1, threads, isa);
-          record({ ...shape, regime: 'cache', seconds, bandwidthGBps: cacheBandwidth(bytes, threads, isas) }, bytes);
+          const sameSizeReadGBps = sameSizeReadBandwidth(bytes, threads, isas);
+          record({ ...shape, regime: 'cache', seconds, bandwidthGBps: cacheBandwidth(threads, isas), sameSizeReadGBps }, bytes);
         }
       }
     }
@@ -153,7 +161,7 @@ function gemm(format: Format, rows: number, cols: number) {
     for (const isa of isas) {
       for (const threads of threadCounts) {
         const seconds = time([w], x, n, threads, isa);
-        record({ format, isa, threads, regime: 'cache', layout: 'rows', rows, cols, n, seconds, bandwidthGBps: cacheBandwidth(bytes, threads, isas) }, bytes);
+        record({ format, isa, threads, regime: 'cache', layout: 'rows', rows, cols, n, seconds, bandwidthGBps: cacheBandwidth(threads, isas) }, bytes);
       }
     }
   }
@@ -162,7 +170,7 @@ function gemm(format: Format, rows: number, cols: number) {
 
 console.log(`lowbit kernel benchmark: ${info.arch}, ISAs ${isas.join(', ')}, threads ${threadCounts.join(', ')}`);
 for (const threads of threadCounts) {
-  console.log(`read bandwidth, ${threads} thread(s): DRAM ${dramReads.take(threads).toFixed(1)} GB/s, 16 MiB ${cacheBandwidth(16 * MiB, threads, isas).toFixed(1)} GB/s`);
+  console.log(`read bandwidth, ${threads} thread(s): DRAM ${dramReads.take(threads).toFixed(1)} GB/s, 16 MiB ${cacheBandwidth(threads, isas).toFixed(1)} GB/s`);
 }
 for (const format of formats) {
   if (regimes.has('dram') || regimes.has('cache')) for (const [rows, cols] of GEMV_SHAPES) gemv(format, rows, cols);
