@@ -1,8 +1,9 @@
-// The benchmarks' bandwidth helpers: pairing each timed rate with the reads around it, and the
-// median every table reports.
+// The benchmarks' helpers: pairing each timed rate with the reads around it, the median every
+// table reports, and the native probes they time (read loop, a run of matmuls) with bad input.
 import { strict as assert } from 'node:assert';
 
 import { median, pairedRatios } from '../../bench/bandwidth';
+import { binding } from '../../lib/native';
 
 describe('bench bandwidth helpers', () => {
   it('divides each rate by the mean of the reads just before and just after it', () => {
@@ -19,5 +20,28 @@ describe('bench bandwidth helpers', () => {
   it('takes the middle value, or the mean of the middle two', () => {
     assert.equal(median([5, 1, 3]), 3);
     assert.equal(median([4, 1, 3, 2]), 2.5);
+  });
+
+  it('reads a caller\'s array in place, and refuses one too small to share', () => {
+    const data = new Uint8Array(1 << 20).fill(1);
+    binding().adviseHugePages(data);
+    assert.ok(binding().measureRead(data, 2, 0.01) > 0);
+    assert.throws(() => binding().measureRead(new Uint8Array(300), 2, 0.01), /too small/);
+    assert.throws(() => binding().adviseHugePages(42 as never), TypeError);
+  });
+
+  it('runs a matmul by each tensor and checks what it is given', () => {
+    const codes = new Uint8Array(32 * 64).map((_, i) => i % 4);
+    const t = binding().AddonQTensor.fromCodes('b2', 32, 64, 0, codes, new Float32Array(32).fill(0.5));
+    try {
+      const x = new Float32Array(64).fill(0.25);
+      assert.ok(binding().runMatmuls([t, t], x, 1, 1, 'int8') > 0);
+      assert.throws(() => binding().runMatmuls([t], new Float32Array(63), 1, 1, 'int8'), RangeError);
+      assert.throws(() => binding().runMatmuls([t], new Float64Array(64) as never, 1, 1, 'int8'), TypeError);
+      assert.throws(() => binding().runMatmuls(t as never, x, 1, 1, 'int8'), TypeError);
+      assert.throws(() => binding().runMatmuls([], x, 1, 1, 'int8'), RangeError);
+    } finally {
+      t.dispose();
+    }
   });
 });
