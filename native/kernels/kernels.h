@@ -11,6 +11,7 @@
 // differ only by float summation order.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -50,15 +51,27 @@ struct act_q8_plane {
 };
 
 // One vector for the interleaved GEMV of plane width w (qtensor_interleave): int8 in natural
-// column order, one scale per class (block of interleaved_block_cols(w) columns, field): field k
-// of a 64-column chunk holds its columns 8w*k .. 8w*k + 8w - 1. A kernel folds its integer sums
-// into floats once per block and field, so the block is as long as the classes allow: every
-// class spans kInterleaveClassCols columns whatever the width (8/w fields, each 8w columns of a
-// chunk), the blocks of 1-bit codes 1024 columns, of 2-bit 512, of 4-bit 256. (The folds of
-// 256-column blocks cost 1-bit rows 20% and 2-bit rows 8% of their cache-resident speed; llama.cpp
-// scales its int8 activations per 32 (Q8_0) or 256 (Q8_K) columns.)
+// column order, one scale per class (block of interleaved_block_cols(w) columns, the last one
+// taking the row's leftover chunks too; field): field k of a 64-column chunk holds its columns
+// 8w*k .. 8w*k + 8w - 1. A kernel folds its integer sums into floats once per block and field, so
+// the block is as long as the classes allow: every class spans kInterleaveClassCols columns
+// whatever the width (8/w fields, each 8w columns of a chunk), the blocks of 1-bit codes 1024
+// columns, of 2-bit 512, of 4-bit 256. (The folds of 256-column blocks cost 1-bit rows 20% and
+// 2-bit rows 8% of their cache-resident speed; llama.cpp scales its int8 activations per 32 (Q8_0)
+// or 256 (Q8_K) columns.)
 constexpr int64_t kInterleaveClassCols = 128;
 constexpr int64_t interleaved_block_cols(int w) { return kInterleaveClassCols * 8 / w; }
+// A row of `chunks` chunks has this many blocks: whole ones, the last also taking the chunks left
+// over. A fold costs as much after two chunks as after a whole block, so MobileLLM's 1152-column
+// rows (two chunks past one 1-bit block) folded twice; one fold sped its decode 1-6% (b1), 1-3% (b2).
+constexpr int64_t interleaved_blocks(int64_t chunks, int w) {
+  return std::max<int64_t>(1, chunks / (interleaved_block_cols(w) / kChunkCols));
+}
+// The chunks [first, end) of block b of such a row.
+constexpr int64_t interleaved_block_first(int64_t b, int w) { return b * (interleaved_block_cols(w) / kChunkCols); }
+constexpr int64_t interleaved_block_end(int64_t b, int64_t chunks, int w) {
+  return b + 1 == interleaved_blocks(chunks, w) ? chunks : interleaved_block_first(b + 1, w);
+}
 struct act_interleaved {
   bool built = false;
   std::vector<int8_t> q;      // [cols]
@@ -69,7 +82,7 @@ struct act_interleaved {
 // The plane width whose activations (act_interleaved) the interleaved GEMV of format f multiplies
 // its whole codes by: its own, or for fused b3 words (qtensor.h) the 1-bit one, whose classes
 // their bytes follow.
-inline int interleaved_act_width(format f) { return interleaved_fused(f) ? 1 : traits(f).plane_bits[0]; }
+constexpr int interleaved_act_width(format f) { return interleaved_fused(f) ? 1 : kFormatTraits[f].plane_bits[0]; }
 
 struct act_q8 {
   int64_t cols = 0, n = 0;

@@ -224,8 +224,7 @@ void prepare_q8(const float *x, int64_t n, int64_t cols, int w, act_q8_plane &ou
 template <class Vec, int W>
 void prepare_interleaved_plane(const float *x, int64_t cols, act_interleaved &out) {
   constexpr int F = 8 / W, run = 8 * W;
-  constexpr int64_t block_chunks = interleaved_block_cols(W) / kChunkCols;
-  const int64_t chunks = cols / kChunkCols, blocks = (chunks + block_chunks - 1) / block_chunks;
+  const int64_t chunks = cols / kChunkCols, blocks = interleaved_blocks(chunks, W);
   out.q.resize(cols);
   out.scale.resize(blocks * F);
   // Eight interleaved partial sums: the loop vectorizes (one running sum is a serial chain).
@@ -234,7 +233,7 @@ void prepare_interleaved_plane(const float *x, int64_t cols, act_interleaved &ou
     for (int i = 0; i < 8; i++) part[i] += x[j + i];
   out.x_sum = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
   for (int64_t b = 0; b < blocks; b++) {
-    const int64_t c0 = b * block_chunks, c1 = std::min(chunks, c0 + block_chunks);
+    const int64_t c0 = interleaved_block_first(b, W), c1 = interleaved_block_end(b, chunks, W);
     float amax[F][run] = {};
     for (int64_t c = c0; c < c1; c++)
       for (int k = 0; k < F; k++) max_abs_run(x + c * kChunkCols + k * run, amax[k], run);
@@ -741,16 +740,16 @@ void gemv_interleaved(const gemm_q8_args &p) {
   const qtensor &w = *p.w;
   const size_t stride = w.row_stride();
   const typename Vec::Fv offset = Vec::f_set1(kFormatTraits[FMT].offset * sums.x->x_sum);
-  const int64_t chunks = w.cols / kChunkCols;
-  const int64_t block_chunks = interleaved_block_cols(interleaved_act_width(FMT)) / kChunkCols;
+  constexpr int AW = interleaved_act_width(FMT);
+  const int64_t chunks = w.cols / kChunkCols, blocks = interleaved_blocks(chunks, AW);
   for (int64_t r = p.r0; r < p.r1; r += kInterleaveRows) {
     const uint8_t *group = w.data->data() + (size_t)r * stride;
     for (int p0 = 0; p0 < P; p0 += PP) {
       typename Vec::Fv f[PP];
       for (int q = 0; q < PP; q++) f[q] = Vec::f_zero();
-      for (int64_t c0 = 0, b = 0; c0 < chunks; c0 += block_chunks, b++) {
+      for (int64_t b = 0; b < blocks; b++) {
         sums.zero();
-        for (int64_t c = c0; c < std::min(chunks, c0 + block_chunks); c++) sums.chunk(group, c, p0);
+        for (int64_t c = interleaved_block_first(b, AW); c < interleaved_block_end(b, chunks, AW); c++) sums.chunk(group, c, p0);
         sums.fold(b, f);
       }
       // y = d * (sum + offset * X), L rows per store

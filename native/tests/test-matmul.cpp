@@ -317,7 +317,8 @@ void interleaved_reference(const problem &p, const kernel_table &k, std::vector<
     double dot = 0, b = 0;
     for (int64_t j = 0; j < cols; j++) {
       const int k = (int)(j % kChunkCols / (8 * w));
-      const double s = a.scale[j / interleaved_block_cols(w) * (8 / w) + k];
+      const int64_t block = std::min(j / interleaved_block_cols(w), interleaved_blocks(cols / kChunkCols, w) - 1);
+      const double s = a.scale[block * (8 / w) + k];
       dot += (double)codes[j] * a.q[j] * s;
       b += (double)codes[j] * s / 2;
     }
