@@ -3,24 +3,7 @@
  * throughput ratio the benchmarks report (kernel GB/s divided by what a plain streaming read of
  * the same kind achieves in the same run).
  */
-import { binding, type IsaName } from '../lib/native';
-
-const cache = new Map<string, number>();
-
-/**
- * GB/s of reading `bytes` repeatedly on `threads` threads, measured once per size and count; the
- * fastest of the ISAs' read loops counts (in cache, wider loads read faster).
- */
-function readBandwidth(bytes: number, threads: number, isas: readonly IsaName[], seconds = 0.5): number {
-  const key = `${bytes}/${threads}`;
-  let best = cache.get(key);
-  if (best === undefined) {
-    const simd = isas.filter((i) => i !== 'ref');
-    best = Math.max(...(simd.length ? simd : isas).map((isa) => bytes / binding().measureRead(bytes, threads, seconds, isa) / 1e9));
-    cache.set(key, best);
-  }
-  return best;
-}
+import { binding } from '../lib/native';
 
 export const MiB = 2 ** 20;
 export const GiB = 2 ** 30;
@@ -32,25 +15,29 @@ export function median(values: readonly number[]): number {
 }
 
 /**
- * DRAM read bandwidth readings taken through a run, by thread count: a streaming read of one 1 GiB
- * buffer with the default ISA's read loop. The buffer lies on 2 MiB pages where the OS gives them,
- * as the kernels' weights do (4 KiB pages read 5-10% slower here), and is allocated and faulted in
- * once (that costs more than a reading). This shared machine's bandwidth drifts within a run (one run's 2-thread readings
- * spread from 32 to 65 GB/s) while a kernel or a decode round keeps its pace, so the benchmarks
- * pair each timing with the readings taken just before and after it (pairedRatios).
+ * Read bandwidth readings taken through a run, by thread count: repeated streaming reads of one
+ * buffer of `bytes` with the default ISA's read loop. The buffer lies on 2 MiB pages where the OS
+ * gives them, as the kernels' weights do (4 KiB pages read 5-10% slower here), and is allocated
+ * and faulted in once (that costs more than a reading). This shared machine's bandwidth drifts
+ * within a run (one run's 2-thread DRAM readings spread from 32 to 65 GB/s; a 16 MiB buffer's
+ * from 74 to 82 GB/s between runs) while a kernel or a decode round keeps its pace, so the
+ * benchmarks pair each timing with the readings taken just before and after it (pairedRatios).
  */
-export class DramReadings {
+export class ReadProbe {
   private readonly readings = new Map<number, number[]>();
   private buffer?: Uint8Array;
 
+  /** `seconds`: how long one reading reads (a short one suffices for a cache-resident buffer). */
+  constructor(readonly bytes: number, private readonly seconds = 0.3) {}
+
   /** Reads the buffer for about `seconds` now on `threads` threads; returns this reading's GB/s. */
-  take(threads: number, seconds = 0.3): number {
+  take(threads: number): number {
     if (!this.buffer) {
-      this.buffer = new Uint8Array(GiB);
+      this.buffer = new Uint8Array(this.bytes);
       binding().adviseHugePages(this.buffer);
       this.buffer.fill(1);
     }
-    const gbps = GiB / binding().measureRead(this.buffer, threads, seconds) / 1e9;
+    const gbps = this.bytes / binding().measureRead(this.buffer, threads, this.seconds) / 1e9;
     this.readings.set(threads, [...(this.readings.get(threads) ?? []), gbps]);
     return gbps;
   }
@@ -61,11 +48,21 @@ export class DramReadings {
   }
 
   /** One line per thread count: median, count and range of the readings. */
-  describe(): string[] {
+  describe(label: string): string[] {
     return [...this.readings].map(([threads, all]) =>
-      `DRAM read, ${threads}t: median ${median(all).toFixed(1)} GB/s of ${all.length} readings (${Math.min(...all).toFixed(1)}-${Math.max(...all).toFixed(1)})`);
+      `${label} read, ${threads}t: median ${median(all).toFixed(1)} GB/s of ${all.length} readings (${Math.min(...all).toFixed(1)}-${Math.max(...all).toFixed(1)})`);
   }
 }
+
+/** DRAM read bandwidth: a 1 GiB buffer, twice L3 many times over. */
+export const dramProbe = (): ReadProbe => new ReadProbe(GiB);
+
+/**
+ * Cache read bandwidth: a 16 MiB buffer (issue 2's cache figure), or, the stricter figure for a
+ * cache-resident matrix, a buffer the working set's size (at least 1 MiB): a smaller buffer reads
+ * faster (L3-resident 4 MiB about 1.2x 16 MiB here, and an L2-resident one far more).
+ */
+export const cacheProbe = (workingSet = 16 * MiB): ReadProbe => new ReadProbe(Math.max(workingSet, MiB), 0.1);
 
 /**
  * Rates paired with the read bandwidth around them: reads[i] was taken just before rates[i] and
@@ -76,18 +73,4 @@ export function pairedRatios(ratesGBps: readonly number[], readsGBps: readonly n
   if (readsGBps.length !== ratesGBps.length + 1) throw new RangeError(`pairedRatios: ${ratesGBps.length} rates need ${ratesGBps.length + 1} reads, got ${readsGBps.length}`);
   const reads = ratesGBps.map((_, i) => (readsGBps[i] + readsGBps[i + 1]) / 2);
   return { reads, ratios: ratesGBps.map((rate, i) => rate / reads[i]) };
-}
-
-/** Cache read bandwidth: a 16 MiB buffer read repeatedly (issue 2's cache figure). */
-export function cacheBandwidth(threads: number, isas: readonly IsaName[]): number {
-  return readBandwidth(16 * MiB, threads, isas);
-}
-
-/**
- * Read bandwidth of a buffer the working set's size (at least 1 MiB): the stricter figure for a
- * cache-resident matrix, since a smaller buffer reads faster (L3-resident 4 MiB about 1.2x 16 MiB
- * here, and an L2-resident one far more).
- */
-export function sameSizeReadBandwidth(workingSet: number, threads: number, isas: readonly IsaName[]): number {
-  return readBandwidth(Math.max(workingSet, MiB), threads, isas);
 }

@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 
 import { loadModel } from '../lib';
-import { DramReadings, median } from './bandwidth';
+import { dramProbe, median } from './bandwidth';
 
 export const PROMPT_TOKENS = 32;
 export const DECODE_TOKENS = 128;
@@ -136,7 +136,7 @@ async function main(): Promise<void> {
     const prefillTps = await engine.prefill();
     // the peak so far: the DRAM probe's buffer, allocated next, is the benchmark's, not the engine's
     const rssBytes = peakRssBytes();
-    const reads = new DramReadings();
+    const reads = dramProbe();
     const decodeReadsGBps = [reads.take(threads)], decodeRoundsTps: number[] = [];
     for (let round = 0; round < DECODE_ROUNDS; round++) {
       decodeRoundsTps.push(await engine.decode());

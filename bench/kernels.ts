@@ -3,8 +3,8 @@
  * 1 and 2 threads, in two regimes — DRAM-bound (cycling through enough matrices that >= 512 MiB
  * of weights stream per pass) and cache-resident (one matrix of at most 16 MiB, repeated) — with
  * each kernel's weight throughput as a ratio to this machine's read bandwidth measured in the same
- * run: for a DRAM row, reads of 1 GiB just before and after it (the host's bandwidth drifts); for a
- * cache row, a 16 MiB buffer's read, and, stricter, that of a buffer of the matrix's own size.
+ * run, just before and just after the row (the host's bandwidth drifts): for a DRAM row, reads of
+ * 1 GiB; for a cache row, reads of a 16 MiB buffer, and, stricter, of a buffer the matrix's size.
  * GEMVs run on row-major weights and, where the ISA has the interleaved GEMV (what models use
  * there), on an interleaved copy too (`layout`). Prints a table and writes
  * bench/results/kernels.json.
@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 
 import { cpuInfo } from '../lib';
 import { type AddonQTensor, binding, type IsaName } from '../lib/native';
-import { cacheBandwidth, DramReadings, MiB, sameSizeReadBandwidth } from './bandwidth';
+import { cacheProbe, dramProbe, MiB, ReadProbe } from './bandwidth';
 
 const FORMATS = ['b1', 't158', 'b2', 'b3', 'b4'] as const;
 type Format = (typeof FORMATS)[number];
@@ -46,9 +46,9 @@ export interface KernelResult {
   weightGBps: number;
   ratioToBandwidth: number;
   gops: number;
-  /** DRAM rows: the mean of reads just before and just after the row; cache rows: a 16 MiB buffer's read. */
+  /** The mean of the reads just before and just after the row: of 1 GiB (DRAM rows) or 16 MiB (cache rows). */
   bandwidthGBps: number;
-  /** Cache rows: the read rate of a buffer the matrix's size, and weightGBps over it (stricter). */
+  /** Cache GEMV rows: the same of a buffer the matrix's size, and weightGBps over it (stricter). */
   sameSizeReadGBps?: number;
   ratioToSameSizeRead?: number;
 }
@@ -66,8 +66,7 @@ const threadCounts = values.threads!.split(',').map(Number);
 const formats = values.formats!.split(',') as Format[];
 const regimes = new Set(values.regimes!.split(','));
 const maxTime = Number(values['max-time']);
-// Each DRAM row divides by the mean of DRAM reads taken just before and just after it
-const dramReads = new DramReadings();
+const dramReads = dramProbe(), cacheReads = cacheProbe();
 
 // benchmark.js would otherwise recompile fn from its source text, losing the closure.
 (Benchmark as unknown as { support: { decompilation: boolean } }).support.decompilation = false;
@@ -105,6 +104,16 @@ function copies(t: AddonQTensor, count: number, layout: KernelResult['layout']):
   });
 }
 
+/**
+ * Runs `timing` (returning seconds) between two readings of each probe; returns the seconds and
+ * each probe's mean of its two readings, the bandwidth the row is divided by.
+ */
+function timeBetweenReads(probes: ReadProbe[], threads: number, timing: () => number): { seconds: number; reads: number[] } {
+  const before = probes.map((p) => p.take(threads));
+  const seconds = timing();
+  return { seconds, reads: probes.map((p, i) => (before[i] + p.take(threads)) / 2) };
+}
+
 const results: KernelResult[] = [];
 
 function record(r: Omit<KernelResult, 'weightGBps' | 'ratioToBandwidth' | 'gops' | 'ratioToSameSizeRead'>, bytes: number) {
@@ -132,20 +141,19 @@ function gemv(format: Format, rows: number, cols: number) {
     const one = layout === 'rows' ? base : base.interleaved();
     if (one !== base) base.dispose();
     const dram = regimes.has('dram') ? [one, ...copies(one, Math.ceil(DRAM_BYTES / bytes) - 1, layout)] : [];
+    const sameSizeReads = regimes.has('cache') && bytes <= CACHE_LIMIT ? cacheProbe(bytes) : undefined;
     for (const isa of isas) {
       if (layout === 'interleaved' && !info.interleavedIsas.includes(isa)) continue;
       for (const threads of threadCounts) {
         const shape = { format, isa, threads, layout, rows, cols, n: 1 };
         if (dram.length) {
-          const before = dramReads.take(threads);
-          const seconds = time(dram, x, 1, threads, isa);
-          const bandwidthGBps = (before + dramReads.take(threads)) / 2;
+          const { seconds, reads: [bandwidthGBps] } = timeBetweenReads([dramReads], threads, () => time(dram, x, 1, threads, isa));
           record({ ...shape, regime: 'dram', seconds, bandwidthGBps }, bytes);
         }
-        if (regimes.has('cache') && bytes <= CACHE_LIMIT) {
-          const seconds = time(Array(CACHE_REPEATS).fill(one), x, 1, threads, isa);
-          const sameSizeReadGBps = sameSizeReadBandwidth(bytes, threads, isas);
-          record({ ...shape, regime: 'cache', seconds, bandwidthGBps: cacheBandwidth(threads, isas), sameSizeReadGBps }, bytes);
+        if (sameSizeReads) {
+          const { seconds, reads: [bandwidthGBps, sameSizeReadGBps] } =
+            timeBetweenReads([cacheReads, sameSizeReads], threads, () => time(Array(CACHE_REPEATS).fill(one), x, 1, threads, isa));
+          record({ ...shape, regime: 'cache', seconds, bandwidthGBps, sameSizeReadGBps }, bytes);
         }
       }
     }
@@ -160,8 +168,8 @@ function gemm(format: Format, rows: number, cols: number) {
     const x = Float32Array.from({ length: n * cols }, () => Math.random() - 0.5);
     for (const isa of isas) {
       for (const threads of threadCounts) {
-        const seconds = time([w], x, n, threads, isa);
-        record({ format, isa, threads, regime: 'cache', layout: 'rows', rows, cols, n, seconds, bandwidthGBps: cacheBandwidth(threads, isas) }, bytes);
+        const { seconds, reads: [bandwidthGBps] } = timeBetweenReads([cacheReads], threads, () => time([w], x, n, threads, isa));
+        record({ format, isa, threads, regime: 'cache', layout: 'rows', rows, cols, n, seconds, bandwidthGBps }, bytes);
       }
     }
   }
@@ -170,13 +178,13 @@ function gemm(format: Format, rows: number, cols: number) {
 
 console.log(`lowbit kernel benchmark: ${info.arch}, ISAs ${isas.join(', ')}, threads ${threadCounts.join(', ')}`);
 for (const threads of threadCounts) {
-  console.log(`read bandwidth, ${threads} thread(s): DRAM ${dramReads.take(threads).toFixed(1)} GB/s, 16 MiB ${cacheBandwidth(threads, isas).toFixed(1)} GB/s`);
+  console.log(`read bandwidth, ${threads} thread(s): DRAM ${dramReads.take(threads).toFixed(1)} GB/s, 16 MiB ${cacheReads.take(threads).toFixed(1)} GB/s`);
 }
 for (const format of formats) {
   if (regimes.has('dram') || regimes.has('cache')) for (const [rows, cols] of GEMV_SHAPES) gemv(format, rows, cols);
   if (regimes.has('gemm')) for (const [rows, cols] of GEMM_SHAPES) gemm(format, rows, cols);
 }
-for (const line of dramReads.describe()) console.log(line);
+for (const line of [...dramReads.describe('DRAM'), ...cacheReads.describe('16 MiB')]) console.log(line);
 
 fs.mkdirSync(path.dirname(values.out!), { recursive: true });
 fs.writeFileSync(values.out!, `${JSON.stringify(results, null, 2)}\n`);

@@ -2,7 +2,7 @@
 // table reports, and the native probes they time (read loop, a run of matmuls) with bad input.
 import { strict as assert } from 'node:assert';
 
-import { median, pairedRatios } from '../../bench/bandwidth';
+import { cacheProbe, median, MiB, pairedRatios, ReadProbe } from '../../bench/bandwidth';
 import { binding } from '../../lib/native';
 
 describe('bench bandwidth helpers', () => {
@@ -20,6 +20,15 @@ describe('bench bandwidth helpers', () => {
   it('takes the middle value, or the mean of the middle two', () => {
     assert.equal(median([5, 1, 3]), 3);
     assert.equal(median([4, 1, 3, 2]), 2.5);
+  });
+
+  it('keeps a probe\'s readings by thread count, its buffer at least 1 MiB', () => {
+    const probe = new ReadProbe(MiB, 0.01);
+    assert.ok(probe.take(1) > 0 && probe.take(2) > 0 && probe.take(1) > 0);
+    assert.deepEqual(probe.describe('1 MiB').map((line) => line.replace(/[\d.]+ GB\/s/, 'R').replace(/\([\d.-]+\)/, '(range)')),
+      ['1 MiB read, 1t: median R of 2 readings (range)', '1 MiB read, 2t: median R of 1 readings (range)']);
+    assert.equal(cacheProbe(1000).bytes, MiB);
+    assert.equal(cacheProbe().bytes, 16 * MiB);
   });
 
   it('reads a caller\'s array in place, and refuses one too small to share', () => {
