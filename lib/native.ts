@@ -191,8 +191,8 @@ export interface Binding {
   AddonSampler: new (params: AddonSamplerParams, seed: number) => AddonSampler;
   cpuInfo(): AddonCpuInfo;
   formats(): AddonFormatInfo[];
-  /** Seconds per pass of reading a fresh buffer of `bytes`, or the given array in place. */
-  measureRead(bytesOrData: number | Uint8Array, threads: number, minSeconds: number, isa?: IsaName): number;
+  /** Seconds per pass of reading the array in place, each thread its share. */
+  measureRead(data: Uint8Array, threads: number, minSeconds: number, isa?: IsaName): number;
   /** Asks for huge pages under the array's memory, as tensors' storage has (before first touching it). */
   adviseHugePages(array: Uint8Array): void;
   /** One matmul of x by each tensor in turn, natively; returns seconds per matmul. */

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstring>
 #include <memory>
 #include <stdexcept>
 
@@ -37,13 +36,6 @@ double measure_read_seconds(const uint8_t *data, size_t bytes, int threads, doub
     t1 = now();
   }
   return (t1 - t0) / passes;  // per pass over per * threads bytes
-}
-
-double measure_read_seconds(size_t bytes, int threads, double min_seconds, const kernel_table &k) {
-  const size_t per = std::max<size_t>(bytes / threads / 4096 * 4096, 4096);
-  aligned_buffer buf(per * threads);
-  std::memset(buf.data(), 1, per * threads);  // fault every page in before timing
-  return measure_read_seconds(buf.data(), per * threads, threads, min_seconds, k);
 }
 
 double run_matmuls(const std::vector<const qtensor *> &ws, const float *x, int64_t n, act_mode mode, int threads,

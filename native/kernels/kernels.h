@@ -237,11 +237,10 @@ struct matmul_job {
 void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, act_mode mode, int threads,
                  const kernel_table &k, const row_epilogue *together = nullptr);
 
-// Benchmark helpers (bench.cpp). Seconds per pass of reading `bytes` on `threads` threads (each an
-// equal share), repeated for at least min_seconds: a fresh buffer of whole pages per thread, or the
-// caller's `data` (which a DRAM probe reuses: faulting 1 GiB in costs more than reading it). And
-// one matmul by each of `ws` in turn (one call from JS for many short kernels): seconds per matmul.
-double measure_read_seconds(size_t bytes, int threads, double min_seconds, const kernel_table &k);
+// Benchmark helpers (bench.cpp). Seconds per pass of reading the caller's `data` on `threads`
+// threads (each an equal share), repeated for at least min_seconds (a probe reuses its buffer:
+// faulting 1 GiB in costs more than reading it). And one matmul by each of `ws` in turn (one call
+// from JS for many short kernels): seconds per matmul.
 double measure_read_seconds(const uint8_t *data, size_t bytes, int threads, double min_seconds, const kernel_table &k);
 double run_matmuls(const std::vector<const qtensor *> &ws, const float *x, int64_t n, act_mode mode, int threads,
                    const kernel_table &k);

@@ -95,22 +95,17 @@ int count_arg(Napi::Env env, const Napi::Value &v, const char *name) {
   return v.As<Napi::Number>().Int32Value();
 }
 
-// measureRead(bytes | typed array, threads, minSeconds, isa?) -> seconds per pass (bench/): reads a
-// fresh buffer of that many bytes, or the caller's array in place
+// measureRead(typed array, threads, minSeconds, isa?) -> seconds per pass (bench/): reads the
+// caller's array in place, each thread its share
 Napi::Value MeasureRead(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray()) throw Napi::TypeError::New(env, "measureRead needs a typed array");
+  Napi::TypedArray data = info[0].As<Napi::TypedArray>();
   const int threads = count_arg(env, info[1], "threads");
   const double min_seconds = info[2].As<Napi::Number>().DoubleValue();
   const kernel_table &k = kernels_arg(env, info[3]);
-  if (info[0].IsTypedArray()) {
-    Napi::TypedArray data = info[0].As<Napi::TypedArray>();
-    const uint8_t *bytes = static_cast<const uint8_t *>(data.ArrayBuffer().Data()) + data.ByteOffset();
-    return Napi::Number::New(env, guarded(env, [&] {
-      return measure_read_seconds(bytes, data.ByteLength(), threads, min_seconds, k);
-    }));
-  }
-  const double bytes = info[0].As<Napi::Number>().DoubleValue();
-  return Napi::Number::New(env, guarded(env, [&] { return measure_read_seconds((size_t)bytes, threads, min_seconds, k); }));
+  const uint8_t *bytes = static_cast<const uint8_t *>(data.ArrayBuffer().Data()) + data.ByteOffset();
+  return Napi::Number::New(env, guarded(env, [&] { return measure_read_seconds(bytes, data.ByteLength(), threads, min_seconds, k); }));
 }
 
 // adviseHugePages(array): asks the OS to back the whole 2 MiB extents of a typed array's memory

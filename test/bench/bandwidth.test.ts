@@ -36,6 +36,7 @@ describe('bench bandwidth helpers', () => {
     binding().adviseHugePages(data);
     assert.ok(binding().measureRead(data, 2, 0.01) > 0);
     assert.throws(() => binding().measureRead(new Uint8Array(300), 2, 0.01), /too small/);
+    assert.throws(() => binding().measureRead(1 << 20 as never, 2, 0.01), TypeError);
     assert.throws(() => binding().adviseHugePages(42 as never), TypeError);
   });
 
