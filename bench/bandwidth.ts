@@ -19,8 +19,8 @@ export function median(values: readonly number[]): number {
  * buffer of `bytes` with the default ISA's read loop. The buffer lies on 2 MiB pages where the OS
  * gives them, as the kernels' weights do (4 KiB pages read 5-10% slower here), and is allocated
  * and faulted in once (that costs more than a reading). This shared machine's bandwidth drifts
- * within a run (one run's 2-thread DRAM readings spread from 32 to 65 GB/s; a 16 MiB buffer's
- * from 74 to 82 GB/s between runs) while a kernel or a decode round keeps its pace, so the
+ * within a run (one run's 2-thread DRAM readings spread from 32 to 65 GB/s, another's 1-thread
+ * 16 MiB readings from 40 to 76 GB/s) while a kernel or a decode round keeps its pace, so the
  * benchmarks pair each timing with the readings taken just before and after it (pairedRatios).
  */
 export class ReadProbe {
@@ -54,7 +54,7 @@ export class ReadProbe {
   }
 }
 
-/** DRAM read bandwidth: a 1 GiB buffer, twice L3 many times over. */
+/** DRAM read bandwidth: a 1 GiB buffer, 32 times L3. */
 export const dramProbe = (): ReadProbe => new ReadProbe(GiB);
 
 /**
