@@ -749,7 +749,8 @@ void gemv_interleaved(const gemm_q8_args &p) {
       for (int q = 0; q < PP; q++) f[q] = Vec::f_zero();
       for (int64_t b = 0; b < blocks; b++) {
         sums.zero();
-        for (int64_t c = interleaved_block_first(b, AW); c < interleaved_block_end(b, chunks, AW); c++) sums.chunk(group, c, p0);
+        const int64_t c1 = interleaved_block_end(b, chunks, AW);
+        for (int64_t c = interleaved_block_first(b, AW); c < c1; c++) sums.chunk(group, c, p0);
         sums.fold(b, f);
       }
       // y = d * (sum + offset * X), L rows per store
