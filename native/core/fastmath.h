@@ -7,10 +7,14 @@
 #include <cstdint>
 #include <cstring>
 
+// Always inlined: ISA files (built with other -m flags) call these too, and an out-of-line copy
+// from one of them must not be what the linker keeps for every caller.
+#define LB_FASTMATH inline __attribute__((always_inline))
+
 namespace lb {
 
 // Round half to even by adding 1.5 * 2^23 (valid for |v| < 2^22).
-inline float round_even(float v) {
+LB_FASTMATH float round_even(float v) {
   const float magic = 12582912.0f;
   return (v + magic) - magic;
 }
@@ -18,7 +22,7 @@ inline float round_even(float v) {
 // e^x within 2 ulp for |x| <= 87 (clamped outside: e^-87 ~ 1.6e-38, e^87 ~ 6.1e37): x = k ln2
 // + r with |r| <= ln2 / 2, e^r from Cephes' degree-6 polynomial for expf, 2^k through the exponent
 // bits. ln2 is split in two (0.693359375 exact in 9 bits) so k * ln2 subtracts without rounding.
-inline float exp_fast(float x) {
+LB_FASTMATH float exp_fast(float x) {
   // One select (GCC 12 stops vectorizing at two, or at std::min/max).
   x = std::fabs(x) > 87.0f ? std::copysign(87.0f, x) : x;
   const float k = round_even(x * 1.44269504088896341f);
@@ -34,6 +38,12 @@ inline float exp_fast(float x) {
   float two_k;
   std::memcpy(&two_k, &bits, 4);
   return p * two_k;
+}
+
+// SwiGLU's gate: gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x). Kernel tables wrap it
+// so that it vectorizes with each ISA's flags (see kernel_table::silu_mul).
+LB_FASTMATH void silu_mul(float *__restrict gate, const float *__restrict up, int64_t n) {
+  for (int64_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + exp_fast(-gate[i])) * up[i];
 }
 
 // In-place softmax of v[0, n), n >= 1. The running max and sum are kept in 8 interleaved partials:

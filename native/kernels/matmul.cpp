@@ -126,11 +126,13 @@ void prepare_planes(const kernel_table &k, format f, const float *x, int64_t n, 
   }
 }
 
+// Marks every layout of out unbuilt for a new x; the segment sums (which only the plane layouts'
+// kernels read) are computed when `sums`.
 template <class Act>
-void reset(Act &out, const float *x, int64_t n, int64_t cols) {
+void reset(Act &out, const float *x, int64_t n, int64_t cols, bool sums) {
   out.cols = cols;
   out.n = n;
-  act_segment_sums(x, n, cols, out.segment_sum);
+  if (sums) act_segment_sums(x, n, cols, out.segment_sum);
   for (auto &p : out.planes) p.built = false;
   if constexpr (std::is_same_v<Act, act_q8>)
     for (auto &p : out.interleaved) p.built = false;
@@ -139,12 +141,12 @@ void reset(Act &out, const float *x, int64_t n, int64_t cols) {
 }  // namespace
 
 void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_q8 &out, int threads) {
-  reset(out, x, n, cols);
+  reset(out, x, n, cols, true);
   prepare_planes(k, f, x, n, cols, out, threads);
 }
 
 void act_prepare(const kernel_table &k, format f, const float *x, int64_t n, int64_t cols, act_f32 &out, int threads) {
-  reset(out, x, n, cols);
+  reset(out, x, n, cols, true);
   out.x = x;
   prepare_planes(k, f, x, n, cols, out, threads);
 }
@@ -168,7 +170,9 @@ bool interleaved_gemv(const kernel_table &k, const qtensor &w, int64_t n, bool i
 template <class Act>
 void prepare_all(const kernel_table &k, const matmul_job *jobs, int count, const float *x, int64_t n, int64_t cols,
                  Act &act, int threads) {
-  reset(act, x, n, cols);
+  bool planes = false;  // does some job read the plane layouts (else the segment sums go unread)?
+  for (int j = 0; j < count; j++) planes |= !(std::is_same_v<Act, act_q8> && interleaved_gemv(k, *jobs[j].w, n, true));
+  reset(act, x, n, cols, planes);
   if constexpr (std::is_same_v<Act, act_f32>) act.x = x;
   for (int j = 0; j < count; j++) {
     const qtensor &w = *jobs[j].w;

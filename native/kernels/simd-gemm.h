@@ -1004,6 +1004,12 @@ void to_f16(const float *x, int64_t n, uint16_t *out) {
   for (; i < n; i++) out[i] = f32_to_f16(x[i]);
 }
 
+// The same loop as the reference's, compiled with this ISA's vectors (a template: see above).
+template <class Vec>
+void silu_mul(float *gate, const float *up, int64_t n) {
+  lb::silu_mul(gate, up, n);
+}
+
 // Streaming read for bandwidth measurement: four independent XOR chains of full vectors.
 template <class Vec>
 uint64_t read_bytes(const uint8_t *p, size_t n) {
@@ -1039,6 +1045,7 @@ kernel_table make_table(isa id) {
   k.supports_group = supports_group<Vec>;
   k.read_bytes = read_bytes<Vec>;
   k.to_f16 = to_f16<Vec>;
+  k.silu_mul = silu_mul<Vec>;
   k.fused_b3 = Vec::kFusedB3;
   k.attention_f32 = {attention_scores<Vec, float>, attention_mix<Vec, float>};
   k.attention_f16 = {attention_scores<Vec, uint16_t>, attention_mix<Vec, uint16_t>};

@@ -371,8 +371,6 @@ void attention(context &c, int layer, int n, buffers &b) {
   else heads(float{}, k.attention_f32);
 }
 
-inline float silu(float x) { return x / (1.0f + exp_fast(-x)); }
-
 void record(std::vector<float> &to, const std::vector<float> &from, size_t count) {
   to.insert(to.end(), from.begin(), from.begin() + count);
 }
@@ -385,12 +383,9 @@ void mlp(context &c, int l, int n, buffers &b) {
   if (recording) record(c.recorder->ffn_in[l], b.xb, (size_t)n * cfg.dim);
   // silu(gate) * up on each task's rows as soon as it has written them (every token's)
   const size_t hidden = (size_t)cfg.hidden_dim;
+  const kernel_table &k = active_kernels();
   const row_epilogue swiglu = [&](int64_t r0, int64_t r1) {
-    for (int t = 0; t < n; t++) {
-      float *gate = b.gate.data() + t * hidden;
-      const float *up = b.up.data() + t * hidden;
-      for (int64_t i = r0; i < r1; i++) gate[i] = silu(gate[i]) * up[i];
-    }
+    for (int t = 0; t < n; t++) k.silu_mul(b.gate.data() + t * hidden + r0, b.up.data() + t * hidden + r0, r1 - r0);
   };
   apply(c, {job(w.gate, b.gate.data()), job(w.up, b.up.data())}, b.xb.data(), n, &swiglu);
   if (recording) record(c.recorder->swiglu[l], b.gate, (size_t)n * cfg.hidden_dim);

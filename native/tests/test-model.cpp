@@ -1,12 +1,14 @@
 // Model-level weight layout: model_pack_weights copies every layer tensor into one arena without
 // changing a byte, keeps storage shared between layers shared, and keeps views on their rows.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <vector>
 
 #include "../core/qtensor.h"
 #include "../model/model.h"
+#include "../model/sampler.h"
 #include "harness.h"
 
 using namespace lb;
@@ -96,4 +98,27 @@ TEST(model_pack_weights_copies_into_one_arena) {
   CHECK(m.weights.layers[2].gate.w.data == m.weights.layers[1].gate.w.data);
   CHECK(m.weights.layers[0].wo.w.data == m.weights.layers[1].wo.w.data);
   CHECK(m.weights.layers[1].wo.w.row0 == dim);
+}
+
+// Greedy sampling picks the first index of the largest logit (std::max_element's rule), wherever
+// it lies against the sampler's 16-wide passes; NaNs never win.
+TEST(greedy_sampling_takes_the_first_largest_logit) {
+  sampler_params p;
+  p.temperature = 0;
+  p.repeat_penalty = 1;
+  sampler s(p, 1);
+  lbtest::rng r(3);
+  for (int vocab : {1, 5, 16, 17, 100, 32000}) {
+    std::vector<float> logits(vocab);
+    for (float &v : logits) v = r.normal() - 5.0f;  // all negative: a zero start would win
+    const int at = (int)r.below(vocab);
+    logits[at] = 10.0f;
+    if (at + 3 < vocab) logits[at + 3] = 10.0f;  // a later tie loses
+    if (at > 0) logits[at - 1] = std::nanf("");
+    const int32_t want = (int32_t)(std::max_element(logits.begin(), logits.end(), [](float a, float b) {
+                                     return std::isnan(b) ? false : std::isnan(a) || a < b;
+                                   }) - logits.begin());
+    CHECK(want == at);
+    CHECK_MSG(s.sample(logits.data(), vocab, nullptr, 0) == at, "vocab " + std::to_string(vocab));
+  }
 }

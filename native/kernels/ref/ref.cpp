@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../../core/fastmath.h"
 #include "../kernels.h"
 
 namespace lb {
@@ -119,6 +120,7 @@ kernel_table make_ref_table() {
   k.supports_group = supports_any_group;
   k.read_bytes = read_bytes_ref;
   k.to_f16 = to_f16_ref;
+  k.silu_mul = silu_mul;
   k.attention_f32 = {attention_scores_ref<float>, attention_mix_ref<float>};
   k.attention_f16 = {attention_scores_ref<uint16_t>, attention_mix_ref<uint16_t>};
   return k;
