@@ -173,8 +173,10 @@ struct kernel_table {
   uint64_t (*read_bytes)(const uint8_t *p, size_t n);
   // out[i] = x[i] as IEEE half, rounded to nearest even (f32_to_f16 in bulk: KV cache stores).
   void (*to_f16)(const float *x, int64_t n, uint16_t *out);
-  // gate[i] = silu(gate[i]) * up[i] (fastmath.h's silu_mul, vectorized for the ISA): SwiGLU.
+  // fastmath.h's silu_mul and softmax, vectorized for the ISA: SwiGLU's gate, gate[i] =
+  // silu(gate[i]) * up[i], and attention's in-place softmax of v[0, n).
   void (*silu_mul)(float *gate, const float *up, int64_t n);
+  void (*softmax)(float *v, int n);
   // Attention over the cache of one kv head, for nq queries at once so that each cached value
   // is read once for all of them (the query heads of a group, several tokens):
   //   scores: s[i][p] = scale * sum_j key(p, j) q[i][j]   q rows n floats apart, s rows count apart

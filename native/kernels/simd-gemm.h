@@ -1004,10 +1004,14 @@ void to_f16(const float *x, int64_t n, uint16_t *out) {
   for (; i < n; i++) out[i] = f32_to_f16(x[i]);
 }
 
-// The same loop as the reference's, compiled with this ISA's vectors (a template: see above).
+// The same loops as the reference's, compiled with this ISA's vectors (templates: see above).
 template <class Vec>
 void silu_mul(float *gate, const float *up, int64_t n) {
   lb::silu_mul(gate, up, n);
+}
+template <class Vec>
+void softmax(float *v, int n) {
+  lb::softmax(v, n);
 }
 
 // Streaming read for bandwidth measurement: four independent XOR chains of full vectors.
@@ -1046,6 +1050,7 @@ kernel_table make_table(isa id) {
   k.read_bytes = read_bytes<Vec>;
   k.to_f16 = to_f16<Vec>;
   k.silu_mul = silu_mul<Vec>;
+  k.softmax = softmax<Vec>;
   k.fused_b3 = Vec::kFusedB3;
   k.attention_f32 = {attention_scores<Vec, float>, attention_mix<Vec, float>};
   k.attention_f16 = {attention_scores<Vec, uint16_t>, attention_mix<Vec, uint16_t>};

@@ -359,7 +359,7 @@ void attention(context &c, int layer, int n, buffers &b) {
       for (int i = 0; i < nq; i++) {
         float *s = scores.data() + (size_t)i * count;
         const int seen = c.pos + t0 + i / group + 1;  // causal: later positions get weight 0
-        softmax(s, seen);
+        k.softmax(s, seen);
         std::fill(s + seen, s + count, 0.0f);
       }
       ops.mix(values, scores.data(), nq, out.data());

@@ -9,6 +9,7 @@
 #include "../core/fastmath.h"
 #include "../core/formats.h"
 #include "../core/qtensor.h"
+#include "every-isa.h"
 #include "harness.h"
 
 using namespace lb;
@@ -144,7 +145,7 @@ TEST(exp_fast_matches_exp) {
   CHECK(std::isfinite(exp_fast(1000.0f)) && exp_fast(1000.0f) >= 1.0e37f);
 }
 
-// softmax against a double reference, at lengths on and off its 8 partials, with a large spread
+// softmax (every ISA's) against a double reference, at lengths on and off its 8 partials, with a large spread
 // (entries far below the max underflow to ~0, as they should).
 TEST(softmax_matches_double) {
   lbtest::rng r(5);
@@ -155,10 +156,13 @@ TEST(softmax_matches_double) {
     double max = v[0], sum = 0;
     for (float x : v) max = std::max(max, (double)x);
     for (int i = 0; i < n; i++) sum += (want[i] = std::exp(v[i] - max));
-    softmax(v.data(), n);
-    double worst = 0, total = 0;
-    for (int i = 0; i < n; i++) worst = std::max(worst, std::fabs(v[i] - want[i] / sum)), total += v[i];
-    CHECK_MSG(worst <= 1e-6 && std::fabs(total - 1) <= 1e-5,
-              "softmax n=" + std::to_string(n) + " off by " + std::to_string(worst));
+    lbtest::for_each_isa([&](const kernel_table &k) {
+      std::vector<float> got = v;
+      k.softmax(got.data(), n);
+      double worst = 0, total = 0;
+      for (int i = 0; i < n; i++) worst = std::max(worst, std::fabs(got[i] - want[i] / sum)), total += got[i];
+      CHECK_MSG(worst <= 1e-6 && std::fabs(total - 1) <= 1e-5, std::string(isa_name(k.id)) + " softmax n=" +
+                                                                    std::to_string(n) + " off by " + std::to_string(worst));
+    });
   }
 }

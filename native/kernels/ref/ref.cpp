@@ -108,6 +108,9 @@ void to_f16_ref(const float *x, int64_t n, uint16_t *out) {
   for (int64_t i = 0; i < n; i++) out[i] = f32_to_f16(x[i]);
 }
 
+void silu_mul_ref(float *gate, const float *up, int64_t n) { silu_mul(gate, up, n); }
+void softmax_ref(float *v, int n) { softmax(v, n); }
+
 kernel_table make_ref_table() {
   kernel_table k{};
   k.id = ISA_REF;
@@ -120,7 +123,8 @@ kernel_table make_ref_table() {
   k.supports_group = supports_any_group;
   k.read_bytes = read_bytes_ref;
   k.to_f16 = to_f16_ref;
-  k.silu_mul = silu_mul;
+  k.silu_mul = silu_mul_ref;
+  k.softmax = softmax_ref;
   k.attention_f32 = {attention_scores_ref<float>, attention_mix_ref<float>};
   k.attention_f16 = {attention_scores_ref<uint16_t>, attention_mix_ref<uint16_t>};
   return k;
