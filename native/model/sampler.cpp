@@ -10,8 +10,9 @@ namespace lb {
 
 namespace {
 
-// The first index of the largest of v[0, n) (NaNs never win), as std::max_element gives, in two
-// cheap passes: the maximum through 16 partials (a loop that vectorizes), then a scan for it.
+// The first index of the largest of v[0, n) (NaNs never win), in two cheap passes: the maximum
+// through 16 partials (a loop that vectorizes, where std::max_element's does not), then a scan
+// for its first occurrence.
 int32_t argmax(const float *v, int n) {
   constexpr int K = 16;
   float part[K];
