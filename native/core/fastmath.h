@@ -46,10 +46,11 @@ LB_FASTMATH void silu_mul(float *__restrict gate, const float *__restrict up, in
   for (int64_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + exp_fast(-gate[i])) * up[i];
 }
 
-// In-place softmax of v[0, n), n >= 1 (kernel tables wrap it too: kernel_table::softmax). The
-// running max and sum are kept in 8 interleaved partials: a single running value is a serial chain
-// the compiler cannot vectorize.
-LB_FASTMATH void softmax(float *v, int n) {
+// In-place softmax of v[0, n), n >= 1 (kernel tables wrap it too: kernel_table::softmax); returns
+// log sum_i e^v[i], which merges softmaxes taken over parts of a row. The running max and sum are
+// kept in 8 interleaved partials: a single running value is a serial chain the compiler cannot
+// vectorize.
+LB_FASTMATH float softmax(float *v, int n) {
   constexpr int K = 8;
   float part[K];
   for (int k = 0; k < K; k++) part[k] = v[0];
@@ -68,6 +69,7 @@ LB_FASTMATH void softmax(float *v, int n) {
   for (; i < n; i++) sum += v[i];
   const float inv = 1.0f / sum;
   for (i = 0; i < n; i++) v[i] *= inv;
+  return max + std::log(sum);
 }
 
 }  // namespace lb

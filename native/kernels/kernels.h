@@ -131,26 +131,32 @@ struct gemm_f32_args {
 typedef void (*gemm_q8_fn)(const gemm_q8_args &);
 typedef void (*gemm_f32_fn)(const gemm_f32_args &);
 
-// One kv head's slice of a KV cache (f32, or f16 bits): `count` positions of n values each.
-//   kv_rows (values):        position p's values are data[p * stride + j], j < n
-//   kv_columns (keys):       tiles of kKeyTile positions, each transposed: key (p, j) is at
-//                            key_index(p, j, n). Scores for a run of positions are vector FMAs
-//                            with no reduction, and a tile is one contiguous block to stream
-//                            (a fully transposed cache is n strided streams). Storage holds whole
-//                            tiles, so kernels may read a tile past count.
+// One kv head's slice of a KV cache (f32, or f16 bits): `count` positions of n values each, in
+// tiles of kKeyTile positions `tile_stride` elements apart (a cache keeps a layer's kv heads tile
+// by tile, model.h: the other heads' tiles lie between).
+//   kv_rows (values):        position p's values are data[row_index(p, stride, tile_stride) + j],
+//                            j < n: rows `stride` apart within a tile
+//   kv_columns (keys):       each tile transposed: key (p, j) is at key_index(p, j, tile_stride).
+//                            Scores for a run of positions are vector FMAs with no reduction, and
+//                            a tile is one contiguous block to stream (a fully transposed cache is
+//                            n strided streams). Storage holds whole tiles, so kernels may read a
+//                            tile past count.
+constexpr int64_t kKeyTile = 32;  // a multiple of every ISA's float vector
+inline int64_t row_index(int64_t p, int64_t stride, int64_t tile_stride) {
+  return (p / kKeyTile) * tile_stride + (p % kKeyTile) * stride;
+}
+inline int64_t key_index(int64_t p, int64_t j, int64_t tile_stride) {
+  return (p / kKeyTile) * tile_stride + j * kKeyTile + p % kKeyTile;
+}
 template <class T>
 struct kv_rows {
   const T *data;
-  int64_t stride, count, n;
+  int64_t stride, count, n, tile_stride;  // tile_stride >= kKeyTile * stride
 };
-constexpr int64_t kKeyTile = 32;  // a multiple of every ISA's float vector
-inline int64_t key_index(int64_t p, int64_t j, int64_t n) {
-  return (p / kKeyTile) * n * kKeyTile + j * kKeyTile + p % kKeyTile;
-}
 template <class T>
 struct kv_columns {
   const T *data;
-  int64_t count, n;
+  int64_t count, n, tile_stride;  // tile_stride >= n * kKeyTile
 };
 
 struct kernel_table {
@@ -174,17 +180,17 @@ struct kernel_table {
   // out[i] = x[i] as IEEE half, rounded to nearest even (f32_to_f16 in bulk: KV cache stores).
   void (*to_f16)(const float *x, int64_t n, uint16_t *out);
   // fastmath.h's silu_mul and softmax, vectorized for the ISA: SwiGLU's gate, gate[i] =
-  // silu(gate[i]) * up[i], and attention's in-place softmax of v[0, n).
+  // silu(gate[i]) * up[i], and attention's in-place softmax of v[0, n) (returns log sum e^v).
   void (*silu_mul)(float *gate, const float *up, int64_t n);
-  void (*softmax)(float *v, int n);
+  float (*softmax)(float *v, int n);
   // Attention over the cache of one kv head, for nq queries at once so that each cached value
   // is read once for all of them (the query heads of a group, several tokens):
-  //   scores: s[i][p] = scale * sum_j key(p, j) q[i][j]   q rows n floats apart, s rows count apart
-  //   mix:    y[i] += sum_p a[i][p] * value row p          a rows count apart, y rows n floats apart
+  //   scores: s[i][p] = scale * sum_j key(p, j) q[i][j]   q rows n floats apart, s rows ld_s apart
+  //   mix:    y[i] += sum_p a[i][p] * value row p          a rows ld_a apart, y rows n floats apart
   template <class T>
   struct attention_ops {
-    void (*scores)(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s);
-    void (*mix)(const kv_rows<T> &values, const float *a, int nq, float *y);
+    void (*scores)(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s, int64_t ld_s);
+    void (*mix)(const kv_rows<T> &values, const float *a, int64_t ld_a, int nq, float *y);
   };
   attention_ops<float> attention_f32;
   attention_ops<uint16_t> attention_f16;

@@ -295,10 +295,10 @@ LB_INLINE inline float dot_row(const T *w, const float *x, int64_t n) {
 // times q[i][j] (a broadcast) into Q x NB accumulators. The last vector may cover positions past
 // count (inside its tile), computed but not stored.
 template <class Vec, class T, int Q, int NB>
-LB_INLINE inline void score_run(const kv_columns<T> &keys, const float *q, float *s, int64_t p) {
+LB_INLINE inline void score_run(const kv_columns<T> &keys, const float *q, float *s, int64_t ld_s, int64_t p) {
   constexpr int L = Vec::kFloats;
   const int64_t n = keys.n, count = keys.count;
-  const T *tile = keys.data + key_index(p, 0, n);
+  const T *tile = keys.data + key_index(p, 0, keys.tile_stride);
   typename Vec::Fv acc[Q][NB];
   for (int k = 0; k < Q; k++)
     for (int b = 0; b < NB; b++) acc[k][b] = Vec::f_zero();
@@ -312,7 +312,7 @@ LB_INLINE inline void score_run(const kv_columns<T> &keys, const float *q, float
   }
   const int64_t stored = std::min<int64_t>(NB * L, count - p);
   for (int k = 0; k < Q; k++) {
-    float *out = s + k * count + p;
+    float *out = s + k * ld_s + p;
     if (stored == NB * L) {
       for (int b = 0; b < NB; b++) Vec::f_store(out + b * L, acc[k][b]);
     } else {
@@ -327,23 +327,27 @@ LB_INLINE inline void score_run(const kv_columns<T> &keys, const float *q, float
 // rest (a GQA group of 3, as MobileLLM's, computes no fourth query to throw away). The queries are
 // scaled once up front, so the inner loop broadcasts them straight from memory.
 template <class Vec, class T>
-void attention_scores(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s) {
+void attention_scores(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s, int64_t ld_s) {
   constexpr int L = Vec::kFloats;
   static_assert(kKeyTile % (2 * L) == 0, "a run of positions must stay inside a key tile");
   const int64_t n = keys.n, count = keys.count;
   static thread_local std::vector<float> scaled;
-  scaled.resize((size_t)nq * n);
-  for (int64_t i = 0; i < nq * n; i++) scaled[i] = scale * q[i];
+  const float *qs = q;  // scale 1 (a caller that scaled q itself): q as it is
+  if (scale != 1.0f) {
+    scaled.resize((size_t)nq * n);
+    for (int64_t i = 0; i < nq * n; i++) scaled[i] = scale * q[i];
+    qs = scaled.data();
+  }
   auto run = [&](auto vectors, int64_t p) LB_INLINE {
     constexpr int NB = decltype(vectors)::value;
     int i = 0;
-    for (; i + 4 <= nq; i += 4) score_run<Vec, T, 4, NB>(keys, scaled.data() + i * n, s + i * count, p);
-    const float *qi = scaled.data() + i * n;
-    float *si = s + i * count;
+    for (; i + 4 <= nq; i += 4) score_run<Vec, T, 4, NB>(keys, qs + i * n, s + i * ld_s, ld_s, p);
+    const float *qi = qs + i * n;
+    float *si = s + i * ld_s;
     switch (nq - i) {
-      case 3: score_run<Vec, T, 3, NB>(keys, qi, si, p); break;
-      case 2: score_run<Vec, T, 2, NB>(keys, qi, si, p); break;
-      case 1: score_run<Vec, T, 1, NB>(keys, qi, si, p); break;
+      case 3: score_run<Vec, T, 3, NB>(keys, qi, si, ld_s, p); break;
+      case 2: score_run<Vec, T, 2, NB>(keys, qi, si, ld_s, p); break;
+      case 1: score_run<Vec, T, 1, NB>(keys, qi, si, ld_s, p); break;
     }
   };
   int64_t p = 0;
@@ -356,16 +360,17 @@ void attention_scores(const kv_columns<T> &keys, const float *q, int nq, float s
 // load (widened once from f16) serves the QB queries. Head dimensions past the last whole vector
 // go scalar.
 template <class Vec, class T, int QB, int NB>
-LB_INLINE inline void mix_block(const kv_rows<T> &kv, const float *a, float *y, int64_t j) {
+LB_INLINE inline void mix_block(const kv_rows<T> &kv, const float *a, int64_t ld_a, float *y, int64_t j) {
   constexpr int L = Vec::kFloats;
   typename Vec::Fv acc[QB][NB];
   for (int k = 0; k < QB; k++)
     for (int b = 0; b < NB; b++) acc[k][b] = Vec::f_zero();
   for (int64_t p = 0; p < kv.count; p++) {
     typename Vec::Fv value[NB];
-    for (int b = 0; b < NB; b++) value[b] = Vec::f_load(kv.data + p * kv.stride + j + b * L);
+    const T *row = kv.data + row_index(p, kv.stride, kv.tile_stride) + j;
+    for (int b = 0; b < NB; b++) value[b] = Vec::f_load(row + b * L);
     for (int k = 0; k < QB; k++) {
-      const typename Vec::Fv weight = Vec::f_set1(a[k * kv.count + p]);
+      const typename Vec::Fv weight = Vec::f_set1(a[k * ld_a + p]);
       for (int b = 0; b < NB; b++) acc[k][b] = Vec::f_fma(value[b], weight, acc[k][b]);
     }
   }
@@ -377,31 +382,31 @@ LB_INLINE inline void mix_block(const kv_rows<T> &kv, const float *a, float *y, 
 }
 
 template <class Vec, class T, int QB>
-void mix_queries(const kv_rows<T> &kv, const float *a, float *y) {
+void mix_queries(const kv_rows<T> &kv, const float *a, int64_t ld_a, float *y) {
   // Four vectors per query with AVX-512 (16 accumulators of its 32 registers), two elsewhere
   // (AVX2 has 16 registers in all).
   constexpr int L = Vec::kFloats, NB = L >= 16 ? 4 : 2;
   int64_t j = 0;
-  for (; j + NB * L <= kv.n; j += NB * L) mix_block<Vec, T, QB, NB>(kv, a, y, j);
-  for (; j + L <= kv.n; j += L) mix_block<Vec, T, QB, 1>(kv, a, y, j);
+  for (; j + NB * L <= kv.n; j += NB * L) mix_block<Vec, T, QB, NB>(kv, a, ld_a, y, j);
+  for (; j + L <= kv.n; j += L) mix_block<Vec, T, QB, 1>(kv, a, ld_a, y, j);
   for (; j < kv.n; j++)
     for (int k = 0; k < QB; k++) {
       float sum = 0;
-      for (int64_t p = 0; p < kv.count; p++) sum += a[k * kv.count + p] * widen(kv.data[p * kv.stride + j]);
+      for (int64_t p = 0; p < kv.count; p++) sum += a[k * ld_a + p] * widen(kv.data[row_index(p, kv.stride, kv.tile_stride) + j]);
       y[k * kv.n + j] += sum;
     }
 }
 
 template <class Vec, class T>
-void attention_mix(const kv_rows<T> &kv, const float *a, int nq, float *y) {
+void attention_mix(const kv_rows<T> &kv, const float *a, int64_t ld_a, int nq, float *y) {
   int i = 0;
-  for (; i + 4 <= nq; i += 4) mix_queries<Vec, T, 4>(kv, a + i * kv.count, y + i * kv.n);
-  const float *ai = a + i * kv.count;
+  for (; i + 4 <= nq; i += 4) mix_queries<Vec, T, 4>(kv, a + i * ld_a, ld_a, y + i * kv.n);
+  const float *ai = a + i * ld_a;
   float *yi = y + i * kv.n;
   switch (nq - i) {  // a GQA group of 3 (MobileLLM) stays one block
-    case 3: mix_queries<Vec, T, 3>(kv, ai, yi); break;
-    case 2: mix_queries<Vec, T, 2>(kv, ai, yi); break;
-    case 1: mix_queries<Vec, T, 1>(kv, ai, yi); break;
+    case 3: mix_queries<Vec, T, 3>(kv, ai, ld_a, yi); break;
+    case 2: mix_queries<Vec, T, 2>(kv, ai, ld_a, yi); break;
+    case 1: mix_queries<Vec, T, 1>(kv, ai, ld_a, yi); break;
   }
 }
 
@@ -1010,8 +1015,8 @@ void silu_mul(float *gate, const float *up, int64_t n) {
   lb::silu_mul(gate, up, n);
 }
 template <class Vec>
-void softmax(float *v, int n) {
-  lb::softmax(v, n);
+float softmax(float *v, int n) {
+  return lb::softmax(v, n);
 }
 
 // Streaming read for bandwidth measurement: four independent XOR chains of full vectors.

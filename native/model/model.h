@@ -116,13 +116,15 @@ struct context {
   int threads = 1;
   int pos = 0;                 // next position to fill
   std::vector<int32_t> tokens; // tokens in the cache, in order
-  // In kv type, one contiguous block per (layer, kv head): values (n_ctx, head_dim); keys in
-  // tiles of transposed positions (key_positions(), head_dim) for the attention kernels
-  // (kernels.h, kv_columns). On huge pages where large (aligned_buffer): a decode step reads
-  // each head's few KiB from DRAM, and on 4 KiB pages every page costs a TLB miss and a fresh
-  // start of the hardware prefetcher (docs/KERNELS.md, Attention).
+  // In kv type, one block per layer holding its kv heads tile by tile, kKeyTile positions a tile:
+  // [cache_positions() / kKeyTile][kv head][tile], a values tile by position ([kKeyTile]
+  // [head_dim]), a keys tile transposed ([head_dim][kKeyTile]) for the attention kernels
+  // (kernels.h, kv_rows and kv_columns). A layer's cache up to a position is one contiguous block,
+  // which a decode step streams (model.cpp, decode_attention). On huge pages where large
+  // (aligned_buffer): on 4 KiB pages every page costs a TLB miss and a fresh start of the
+  // hardware prefetcher (docs/KERNELS.md, Attention).
   std::unique_ptr<aligned_buffer> k_cache, v_cache;
-  int64_t key_positions() const { return (n_ctx + kKeyTile - 1) / kKeyTile * kKeyTile; }
+  int64_t cache_positions() const { return (n_ctx + kKeyTile - 1) / kKeyTile * kKeyTile; }
   std::atomic<bool> *abort = nullptr;     // polled between layers
   mlp_recorder *recorder = nullptr;       // when set, forward() records MLP inputs into it
 };

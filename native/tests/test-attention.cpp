@@ -33,45 +33,51 @@ void check_attention(const kernel_table &k, const kernel_table::attention_ops<T>
   for (const auto &shape : kShapes) {
     const int64_t n = shape[0], count = shape[1], stride = n + shape[3];
     const int nq = (int)shape[2];
-    std::vector<T> cache(count * stride);  // values by position
+    // Tiles of positions tile_stride apart (other heads' tiles between them in a cache, here
+    // values the kernels must not read): values by position (rows stride apart), keys each tile
+    // transposed (kernels.h, key_index); the key tile past count holds values the kernels may
+    // read but must not use. Scores and weights go in rows ld apart, past count.
+    const int64_t tiles = (count + kKeyTile - 1) / kKeyTile, tile_stride = (n + shape[3]) * kKeyTile,
+                  value_tile_stride = stride * kKeyTile + shape[3] * n, ld = count + shape[3];
+    std::vector<T> cache(tiles * value_tile_stride);
     for (auto &v : cache) store(v, r.normal());
-    // Keys in whole tiles of positions, each transposed (kernels.h, key_index); the tile past
-    // count holds values the kernels may read but must not use.
-    std::vector<T> keys((count + kKeyTile - 1) / kKeyTile * kKeyTile * n);
+    std::vector<T> keys(tiles * tile_stride);
     for (auto &v : keys) store(v, r.normal());
-    std::vector<float> q(nq * n), a(nq * count), y(nq * n);
+    std::vector<float> q(nq * n), a(nq * ld), y(nq * n);
     for (auto &v : q) v = r.normal();
     for (auto &v : a) v = r.below(4) == 0 ? 0.0f : r.uniform(0, 1);  // some masked positions
     for (auto &v : y) v = r.normal();
-    const kv_rows<T> kv{cache.data(), stride, count, n};
-    const kv_columns<T> kc{keys.data(), count, n};
+    const kv_rows<T> kv{cache.data(), stride, count, n, value_tile_stride};
+    const kv_columns<T> kc{keys.data(), count, n, tile_stride};
     const std::string what = std::string(isa_name(k.id)) + " " + cache_name + " n=" + std::to_string(n) +
                              " count=" + std::to_string(count) + " nq=" + std::to_string(nq);
 
     const float scale = 0.125f;
-    std::vector<float> s(nq * count, -1.0f);
-    ops.scores(kc, q.data(), nq, scale, s.data());
+    std::vector<float> s(nq * ld, -1.0f);
+    ops.scores(kc, q.data(), nq, scale, s.data(), ld);
     double worst = 0;
     for (int i = 0; i < nq; i++)
       for (int64_t p = 0; p < count; p++) {
         double dot = 0, size = 0;
         for (int64_t j = 0; j < n; j++) {
-          const double t = (double)cache_value(keys[key_index(p, j, n)]) * q[i * n + j];
+          const double t = (double)cache_value(keys[key_index(p, j, tile_stride)]) * q[i * n + j];
           dot += t, size += std::fabs(t);
         }
-        const double err = std::fabs(s[i * count + p] - scale * dot) / (kTolerance * scale * size + 1e-30);
+        const double err = std::fabs(s[i * ld + p] - scale * dot) / (kTolerance * scale * size + 1e-30);
         worst = std::max(worst, err);
       }
+    for (int i = 0; i < nq; i++)  // the padding past count is left alone
+      for (int64_t p = count; p < ld; p++) CHECK_MSG(s[i * ld + p] == -1.0f, what + " scores wrote past count");
     CHECK_MSG(worst <= 1, what + " scores off by " + std::to_string(worst) + " tolerances");
 
     std::vector<float> got = y;
-    ops.mix(kv, a.data(), nq, got.data());
+    ops.mix(kv, a.data(), ld, nq, got.data());
     worst = 0;
     for (int i = 0; i < nq; i++)
       for (int64_t j = 0; j < n; j++) {
         double want = y[i * n + j], size = std::fabs(want);
         for (int64_t p = 0; p < count; p++) {
-          const double t = (double)a[i * count + p] * cache_value(cache[p * stride + j]);
+          const double t = (double)a[i * ld + p] * cache_value(cache[row_index(p, stride, value_tile_stride) + j]);
           want += t, size += std::fabs(t);
         }
         worst = std::max(worst, std::fabs(got[i * n + j] - want) / (kTolerance * size + 1e-30));

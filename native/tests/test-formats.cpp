@@ -145,7 +145,7 @@ TEST(exp_fast_matches_exp) {
   CHECK(std::isfinite(exp_fast(1000.0f)) && exp_fast(1000.0f) >= 1.0e37f);
 }
 
-// softmax (every ISA's) against a double reference, at lengths on and off its 8 partials, with a large spread
+// softmax (every ISA's) and its log-sum-exp against a double reference, at lengths on and off its 8 partials, with a large spread
 // (entries far below the max underflow to ~0, as they should).
 TEST(softmax_matches_double) {
   lbtest::rng r(5);
@@ -158,11 +158,13 @@ TEST(softmax_matches_double) {
     for (int i = 0; i < n; i++) sum += (want[i] = std::exp(v[i] - max));
     lbtest::for_each_isa([&](const kernel_table &k) {
       std::vector<float> got = v;
-      k.softmax(got.data(), n);
+      const float lse = k.softmax(got.data(), n);
       double worst = 0, total = 0;
       for (int i = 0; i < n; i++) worst = std::max(worst, std::fabs(got[i] - want[i] / sum)), total += got[i];
       CHECK_MSG(worst <= 1e-6 && std::fabs(total - 1) <= 1e-5, std::string(isa_name(k.id)) + " softmax n=" +
                                                                     std::to_string(n) + " off by " + std::to_string(worst));
+      CHECK_MSG(std::fabs(lse - (max + std::log(sum))) <= 1e-6 * std::fabs(max) + 1e-6,
+                std::string(isa_name(k.id)) + " softmax n=" + std::to_string(n) + " log-sum-exp");
     });
   }
 }

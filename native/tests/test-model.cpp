@@ -122,3 +122,76 @@ TEST(greedy_sampling_takes_the_first_largest_logit) {
     CHECK_MSG(s.sample(logits.data(), vocab, nullptr, 0) == at, "vocab " + std::to_string(vocab));
   }
 }
+
+namespace {
+
+qtensor random_floats(lbtest::rng &r, int64_t rows, int64_t cols, float scale) {
+  qtensor t = qtensor_alloc(FORMAT_F32, rows, cols, 0);
+  float *v = reinterpret_cast<float *>(t.data->data());
+  for (int64_t i = 0; i < rows * cols; i++) v[i] = scale * r.normal();
+  return t;
+}
+
+// A small float model with grouped-query attention (6 query heads on 2 kv heads).
+model small_gqa_model(lbtest::rng &r) {
+  model m;
+  model_config &c = m.config;
+  c.dim = 48, c.hidden_dim = 80, c.n_layers = 2, c.n_heads = 6, c.n_kv_heads = 2, c.head_dim = 8;
+  c.vocab_size = 40, c.max_seq_len = 128;
+  m.activations = ACT_F32;
+  m.weights.embedding = random_floats(r, c.vocab_size, c.dim, 1.0f);
+  m.weights.output = random_floats(r, c.vocab_size, c.dim, 0.3f);
+  m.weights.final_norm.assign(c.dim, 1.0f);
+  for (int l = 0; l < c.n_layers; l++) {
+    layer_weights w;
+    w.attn_norm.assign(c.dim, 1.0f);
+    w.ffn_norm.assign(c.dim, 1.0f);
+    w.wq.w = random_floats(r, c.n_heads * c.head_dim, c.dim, 0.4f);
+    w.wk.w = random_floats(r, c.n_kv_heads * c.head_dim, c.dim, 0.4f);
+    w.wv.w = random_floats(r, c.n_kv_heads * c.head_dim, c.dim, 0.3f);
+    w.wo.w = random_floats(r, c.dim, c.n_heads * c.head_dim, 0.2f);
+    w.gate.w = random_floats(r, c.hidden_dim, c.dim, 0.2f);
+    w.up.w = random_floats(r, c.hidden_dim, c.dim, 0.2f);
+    w.down.w = random_floats(r, c.dim, c.hidden_dim, 0.2f);
+    m.weights.layers.push_back(std::move(w));
+  }
+  return m;
+}
+
+}  // namespace
+
+// Decode steps (one token at a time: each thread takes a run of the cache's positions and the runs'
+// softmaxes merge) give the logits of one prefill over the whole sequence (a task per kv head and
+// block of tokens), for 1 to 3 threads (runs of uneven lengths), with f32 and f16 caches, over
+// positions spanning three cache tiles.
+TEST(decode_attention_in_runs_matches_prefill) {
+  lbtest::rng r(9);
+  const model m = small_gqa_model(r);
+  CHECK(model_validate(m).empty());
+  const int n = 80, vocab = m.config.vocab_size;
+  std::vector<int32_t> tokens(n);
+  for (auto &t : tokens) t = (int32_t)r.below(vocab);
+  for (kv_type kv : {KV_F32, KV_F16}) {
+    context whole;
+    context_init(whole, m, n, kv, 1);
+    std::vector<float> want((size_t)n * vocab);
+    forward(whole, tokens.data(), n, want.data(), true);
+    for (int threads : {1, 2, 3}) {
+      context c;
+      context_init(c, m, n, kv, threads);
+      std::vector<float> got(vocab);
+      double worst = 0;
+      for (int p = 0; p < n; p++) {
+        forward(c, &tokens[p], 1, got.data(), false);
+        double size = 0, diff = 0;
+        for (int i = 0; i < vocab; i++) {
+          size = std::max(size, (double)std::fabs(want[(size_t)p * vocab + i]));
+          diff = std::max(diff, (double)std::fabs(got[i] - want[(size_t)p * vocab + i]));
+        }
+        worst = std::max(worst, diff / size);
+      }
+      CHECK_MSG(worst <= 1e-5, std::string(kv == KV_F16 ? "f16" : "f32") + " cache, " + std::to_string(threads) +
+                                   " threads: decode logits off by " + std::to_string(worst) + " of their size");
+    }
+  }
+}

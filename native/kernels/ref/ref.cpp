@@ -76,21 +76,22 @@ inline float cache_value(float v) { return v; }
 inline float cache_value(uint16_t v) { return f16_to_f32(v); }
 
 template <class T>
-void attention_scores_ref(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s) {
+void attention_scores_ref(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s, int64_t ld_s) {
   for (int i = 0; i < nq; i++)
     for (int64_t p = 0; p < keys.count; p++) {
       double dot = 0;
       for (int64_t j = 0; j < keys.n; j++)
-        dot += (double)cache_value(keys.data[key_index(p, j, keys.n)]) * q[i * keys.n + j];
-      s[i * keys.count + p] = scale * (float)dot;
+        dot += (double)cache_value(keys.data[key_index(p, j, keys.tile_stride)]) * q[i * keys.n + j];
+      s[i * ld_s + p] = scale * (float)dot;
     }
 }
 
 template <class T>
-void attention_mix_ref(const kv_rows<T> &kv, const float *a, int nq, float *y) {
+void attention_mix_ref(const kv_rows<T> &kv, const float *a, int64_t ld_a, int nq, float *y) {
   for (int i = 0; i < nq; i++)
     for (int64_t p = 0; p < kv.count; p++)
-      for (int64_t j = 0; j < kv.n; j++) y[i * kv.n + j] += a[i * kv.count + p] * cache_value(kv.data[p * kv.stride + j]);
+      for (int64_t j = 0; j < kv.n; j++)
+        y[i * kv.n + j] += a[i * ld_a + p] * cache_value(kv.data[row_index(p, kv.stride, kv.tile_stride) + j]);
 }
 
 bool supports_any_group(format, int64_t) { return true; }
@@ -109,7 +110,7 @@ void to_f16_ref(const float *x, int64_t n, uint16_t *out) {
 }
 
 void silu_mul_ref(float *gate, const float *up, int64_t n) { silu_mul(gate, up, n); }
-void softmax_ref(float *v, int n) { softmax(v, n); }
+float softmax_ref(float *v, int n) { return softmax(v, n); }
 
 kernel_table make_ref_table() {
   kernel_table k{};
