@@ -185,11 +185,12 @@ struct kernel_table {
   float (*softmax)(float *v, int n);
   // Attention over the cache of one kv head, for nq queries at once so that each cached value
   // is read once for all of them (the query heads of a group, several tokens):
-  //   scores: s[i][p] = scale * sum_j key(p, j) q[i][j]   q rows n floats apart, s rows ld_s apart
+  //   scores: s[i][p] = sum_j key(p, j) q[i][j]           q rows n floats apart, s rows ld_s apart
+  //                                                        (queries come scaled by 1/sqrt(n))
   //   mix:    y[i] += sum_p a[i][p] * value row p          a rows ld_a apart, y rows n floats apart
   template <class T>
   struct attention_ops {
-    void (*scores)(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s, int64_t ld_s);
+    void (*scores)(const kv_columns<T> &keys, const float *q, int nq, float *s, int64_t ld_s);
     void (*mix)(const kv_rows<T> &values, const float *a, int64_t ld_a, int nq, float *y);
   };
   attention_ops<float> attention_f32;

@@ -324,25 +324,18 @@ LB_INLINE inline void score_run(const kv_columns<T> &keys, const float *q, float
 }
 
 // Runs of two vectors of positions, then one; queries in blocks of four, then one block of the
-// rest (a GQA group of 3, as MobileLLM's, computes no fourth query to throw away). The queries are
-// scaled once up front, so the inner loop broadcasts them straight from memory.
+// rest (a GQA group of 3, as MobileLLM's, computes no fourth query to throw away). The queries come
+// scaled (once per token, by the model), so the inner loop broadcasts them straight from memory.
 template <class Vec, class T>
-void attention_scores(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s, int64_t ld_s) {
+void attention_scores(const kv_columns<T> &keys, const float *q, int nq, float *s, int64_t ld_s) {
   constexpr int L = Vec::kFloats;
   static_assert(kKeyTile % (2 * L) == 0, "a run of positions must stay inside a key tile");
   const int64_t n = keys.n, count = keys.count;
-  static thread_local std::vector<float> scaled;
-  const float *qs = q;  // scale 1 (a caller that scaled q itself): q as it is
-  if (scale != 1.0f) {
-    scaled.resize((size_t)nq * n);
-    for (int64_t i = 0; i < nq * n; i++) scaled[i] = scale * q[i];
-    qs = scaled.data();
-  }
   auto run = [&](auto vectors, int64_t p) LB_INLINE {
     constexpr int NB = decltype(vectors)::value;
     int i = 0;
-    for (; i + 4 <= nq; i += 4) score_run<Vec, T, 4, NB>(keys, qs + i * n, s + i * ld_s, ld_s, p);
-    const float *qi = qs + i * n;
+    for (; i + 4 <= nq; i += 4) score_run<Vec, T, 4, NB>(keys, q + i * n, s + i * ld_s, ld_s, p);
+    const float *qi = q + i * n;
     float *si = s + i * ld_s;
     switch (nq - i) {
       case 3: score_run<Vec, T, 3, NB>(keys, qi, si, ld_s, p); break;

@@ -349,8 +349,6 @@ void decode_attention(context &c, int layer, buffers &b) {
   std::vector<float> &outs = run_outs, &lses = run_lses;
   outs.assign((size_t)runs * heads * hd, 0.0f);
   lses.resize((size_t)runs * heads);
-  const float inv_sqrt = 1.0f / std::sqrt((float)hd);
-  for (size_t i = 0; i < (size_t)heads * hd; i++) b.q[i] *= inv_sqrt;  // once, not in every kernel call
   auto in_runs = [&](auto cache_type, const kernel_table::attention_ops<decltype(cache_type)> &ops) {
     using T = decltype(cache_type);
     thread_pool::global().run(runs, c.threads, [&](int64_t r) {
@@ -362,7 +360,7 @@ void decode_attention(context &c, int layer, buffers &b) {
       for (int at = 0; at < len; at += tile)
         for (int h = 0; h < cfg.n_kv_heads; h++)
           ops.scores(key_view<T>(c, layer, h, p0 + at, std::min(tile, len - at)), b.q.data() + (size_t)h * group * hd,
-                     group, 1.0f, scores.data() + (size_t)h * group * len + at, len);
+                     group, scores.data() + (size_t)h * group * len + at, len);
       for (int i = 0; i < heads; i++) lses[(size_t)r * heads + i] = k.softmax(scores.data() + (size_t)i * len, len);
       float *out = outs.data() + (size_t)r * heads * hd;
       for (int at = 0; at < len; at += tile)
@@ -377,14 +375,15 @@ void decode_attention(context &c, int layer, buffers &b) {
   for (int i = 0; i < heads; i++) {
     float top = -INFINITY, total = 0;
     for (int r = 0; r < runs; r++) top = std::max(top, lses[(size_t)r * heads + i]);
-    for (int r = 0; r < runs; r++) total += std::exp(lses[(size_t)r * heads + i] - top);
     float *y = b.att_out.data() + (size_t)i * hd;
     std::fill_n(y, hd, 0.0f);
     for (int r = 0; r < runs; r++) {
-      const float w = std::exp(lses[(size_t)r * heads + i] - top) / total;
+      const float w = std::exp(lses[(size_t)r * heads + i] - top);
       const float *o = outs.data() + ((size_t)r * heads + i) * hd;
       for (int j = 0; j < hd; j++) y[j] += w * o[j];
+      total += w;
     }
+    for (int j = 0; j < hd; j++) y[j] /= total;
   }
 }
 
@@ -398,7 +397,6 @@ void attention(context &c, int layer, int n, buffers &b) {
   const kernel_table &k = active_kernels();
   const int hd = cfg.head_dim, group = cfg.n_heads / cfg.n_kv_heads;
   const size_t q_dim = (size_t)cfg.n_heads * hd, kv_dim = (size_t)cfg.n_kv_heads * hd;
-  const float inv_sqrt = 1.0f / std::sqrt((float)hd);
   // A task takes a kv head and a block of tokens: its group x block queries share every cache read.
   constexpr int kTokensPerTask = 8;
   const int blocks = (n + kTokensPerTask - 1) / kTokensPerTask;
@@ -424,7 +422,7 @@ void attention(context &c, int layer, int n, buffers &b) {
       scores.resize((size_t)nq * count);
       for (int t = 0; t < tokens; t++)
         std::copy_n(b.q.data() + (size_t)(t0 + t) * q_dim + head0, (size_t)group * hd, q.data() + (size_t)t * group * hd);
-      ops.scores(key_view<T>(c, layer, kvh, 0, count), q.data(), nq, inv_sqrt, scores.data(), count);
+      ops.scores(key_view<T>(c, layer, kvh, 0, count), q.data(), nq, scores.data(), count);
       for (int i = 0; i < nq; i++) {
         float *s = scores.data() + (size_t)i * count;
         const int seen = c.pos + t0 + i / group + 1;  // causal: later positions get weight 0
@@ -487,6 +485,7 @@ void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_l
     throw std::invalid_argument("the MLP recorder is not sized for this model's layers");
   const rotations rot(cfg, c.pos, n);
   const int dim = cfg.dim, hd = cfg.head_dim;
+  const float inv_sqrt = 1.0f / std::sqrt((float)hd);
   const size_t q_dim = (size_t)cfg.n_heads * hd, kv_dim = (size_t)cfg.n_kv_heads * hd;
   buffers b(cfg, n);
 
@@ -501,9 +500,11 @@ void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_l
       rmsnorm(&b.x[(size_t)t * dim], w.attn_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)t * dim]);
     });
     apply(c, {job(w.wq, b.q.data()), job(w.wk, b.k.data()), job(w.wv, b.v.data())}, b.xb.data(), n);
-    // RoPE on q and k; attention stores k and v in the cache at their positions
+    // RoPE on q and k, q scaled by 1/sqrt(head_dim) for the scores; attention stores k and v in
+    // the cache at their positions
     per_token(c, n, [&](int t) {
       rope(&b.q[t * q_dim], cfg.n_heads, cfg, rot, t);
+      for (size_t i = t * q_dim; i < (t + 1) * q_dim; i++) b.q[i] *= inv_sqrt;
       rope(&b.k[t * kv_dim], cfg.n_kv_heads, cfg, rot, t);
     });
     attention(c, l, n, b);

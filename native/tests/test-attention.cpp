@@ -52,9 +52,8 @@ void check_attention(const kernel_table &k, const kernel_table::attention_ops<T>
     const std::string what = std::string(isa_name(k.id)) + " " + cache_name + " n=" + std::to_string(n) +
                              " count=" + std::to_string(count) + " nq=" + std::to_string(nq);
 
-    const float scale = 0.125f;
     std::vector<float> s(nq * ld, -1.0f);
-    ops.scores(kc, q.data(), nq, scale, s.data(), ld);
+    ops.scores(kc, q.data(), nq, s.data(), ld);
     double worst = 0;
     for (int i = 0; i < nq; i++)
       for (int64_t p = 0; p < count; p++) {
@@ -63,7 +62,7 @@ void check_attention(const kernel_table &k, const kernel_table::attention_ops<T>
           const double t = (double)cache_value(keys[key_index(p, j, tile_stride)]) * q[i * n + j];
           dot += t, size += std::fabs(t);
         }
-        const double err = std::fabs(s[i * ld + p] - scale * dot) / (kTolerance * scale * size + 1e-30);
+        const double err = std::fabs(s[i * ld + p] - dot) / (kTolerance * size + 1e-30);
         worst = std::max(worst, err);
       }
     for (int i = 0; i < nq; i++)  // the padding past count is left alone

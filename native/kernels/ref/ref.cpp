@@ -76,13 +76,13 @@ inline float cache_value(float v) { return v; }
 inline float cache_value(uint16_t v) { return f16_to_f32(v); }
 
 template <class T>
-void attention_scores_ref(const kv_columns<T> &keys, const float *q, int nq, float scale, float *s, int64_t ld_s) {
+void attention_scores_ref(const kv_columns<T> &keys, const float *q, int nq, float *s, int64_t ld_s) {
   for (int i = 0; i < nq; i++)
     for (int64_t p = 0; p < keys.count; p++) {
       double dot = 0;
       for (int64_t j = 0; j < keys.n; j++)
         dot += (double)cache_value(keys.data[key_index(p, j, keys.tile_stride)]) * q[i * keys.n + j];
-      s[i * ld_s + p] = scale * (float)dot;
+      s[i * ld_s + p] = (float)dot;
     }
 }
 
