@@ -984,14 +984,25 @@ void gemm_quant(const Args &p) {
 // ---------------------------------------------------------------------------------------------
 // Float weights (f32, f16) x float activations, natural order.
 
+// Each row's lines are requested 8 KiB ahead (rows are contiguous): left to the hardware
+// prefetcher, one core streamed an f16 output head (32000 x 1152) from DRAM at 0.64 of the read
+// bandwidth and two cores at 0.57 when the reads ran fast (55 GB/s); with this, 0.94-1.0 in both
+// (4 KiB ahead: 0.74). The head is a third of a MobileLLM-600M decode step's bytes.
 template <class Vec, bool HALF>
 void gemm_float(const gemm_f32_args &p) {
   const qtensor &w = *p.w;
   const act_f32 &a = *p.a;
   using T = std::conditional_t<HALF, uint16_t, float>;
-  for (int64_t r = p.r0; r < p.r1; r++)
+  constexpr size_t kAhead = 8192;
+  const size_t row_bytes = (size_t)w.cols * sizeof(T);
+  const char *last = reinterpret_cast<const char *>(w.row(w.rows - 1)) + row_bytes;
+  for (int64_t r = p.r0; r < p.r1; r++) {
+    const char *row = reinterpret_cast<const char *>(w.row(r));
+    for (const char *line = row + kAhead; line < std::min(row + kAhead + row_bytes, last); line += 64)
+      __builtin_prefetch(line, 0, 1);
     for (int64_t v = 0; v < a.n; v++)
-      p.y[v * p.ldy + r] = dot_row<Vec>(reinterpret_cast<const T *>(w.row(r)), a.x + v * w.cols, w.cols);
+      p.y[v * p.ldy + r] = dot_row<Vec>(reinterpret_cast<const T *>(row), a.x + v * w.cols, w.cols);
+  }
 }
 
 // f32 -> f16 (round to nearest even), whole vectors then the scalar definition for the tail.
