@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -29,6 +30,16 @@ class thread_pool {
   // spans from the back of another's share, so all finish within about one unit of each other
   // (a late or slowed thread costs no more). n_units must be below 2^31.
   void run_spans(int64_t n_units, int threads, const std::function<void(int64_t, int64_t)> &fn);
+
+  // Memory the worker of run_spans slot `slot` (1 .. threads - 1; the caller, slot 0, takes none)
+  // requests, a line at a time, while it waits for its next job, which drops what is left: its
+  // share of the next job's weights (matmul_prefetch_next), so that a decode step's serial gaps,
+  // when the worker idles and DRAM too, stream part of what comes next. Replaces earlier ranges.
+  struct byte_range {
+    const uint8_t *begin = nullptr, *end = nullptr;
+  };
+  static constexpr int kPrefetchRanges = 8;
+  void prefetch_while_idle(int slot, const byte_range *ranges, int count);
 
   ~thread_pool();
 
@@ -59,6 +70,17 @@ class thread_pool {
   // claims from the front, others from the back; both by compare-and-swap on the one word.
   std::vector<std::atomic<uint64_t>> shares_;
   std::exception_ptr error_;
+  // prefetch_while_idle's ranges for one worker: a sequence lock (writers serialised by
+  // hint_mutex_, the version odd while they write; a worker keeps a copy read between two equal
+  // even versions).
+  struct idle_prefetch {
+    std::atomic<uint64_t> version{0};
+    std::atomic<int> count{0};
+    std::atomic<const uint8_t *> begin[kPrefetchRanges], end[kPrefetchRanges];
+  };
+  static constexpr int kMaxWorkers = 256;  // that take hints
+  std::unique_ptr<idle_prefetch[]> idle_ = std::make_unique<idle_prefetch[]>(kMaxWorkers);
+  std::mutex hint_mutex_;
 };
 
 // Default thread count: the physical cores this process may use.

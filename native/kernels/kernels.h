@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/pool.h"
 #include "../core/qtensor.h"
 
 namespace lb {
@@ -247,6 +248,15 @@ struct matmul_job {
 };
 void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, act_mode mode, int threads,
                  const kernel_table &k, const row_epilogue *together = nullptr);
+
+// Before a decode step's serial work: has each pool worker request, while it waits, the front of
+// its share of the weights the next matmul_many of these jobs (one vector; `joint` when it has
+// `together`) will hand it (thread_pool::prefetch_while_idle).
+void matmul_prefetch_next(const matmul_job *jobs, int count, act_mode mode, int threads, const kernel_table &k,
+                          bool joint = false);
+// The first `budget` bytes of that share of run_spans slot `slot` (codes, then scales, job by job).
+std::vector<thread_pool::byte_range> matmul_share_front(const matmul_job *jobs, int count, act_mode mode, int threads,
+                                                        const kernel_table &k, bool joint, int slot, size_t budget);
 
 // Benchmark helpers (bench.cpp). Seconds per pass of reading the caller's `data` on `threads`
 // threads (each an equal share), repeated for at least min_seconds (a probe reuses its buffer:

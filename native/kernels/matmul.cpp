@@ -207,6 +207,56 @@ qtensor row_copy(const qtensor &w, int64_t r0, int64_t r1) {
   return t;
 }
 
+constexpr int kMaxJobs = 8;  // per dispatch; more run in the next
+
+// How many of jobs[0..count) run in one dispatch, from the first: those on the same table and
+// activation kind, reading the same columns (the rest run in the next).
+int dispatch_size(const matmul_job *jobs, int count, act_mode mode, const kernel_table &k) {
+  const kernel_table &kt = table_for(*jobs[0].w, k);
+  const bool integer = integer_path(*jobs[0].w, mode);
+  int shared = 1;
+  while (shared < count && shared < kMaxJobs && &table_for(*jobs[shared].w, k) == &kt &&
+         integer_path(*jobs[shared].w, mode) == integer && jobs[shared].w->cols == jobs[0].w->cols)
+    shared++;
+  return shared;
+}
+
+// A dispatch's split of the jobs' rows into units, whole 4-row tiles or whole groups of
+// interleaved rows. Joint jobs (all of the same rows): a unit is the same rows of every job.
+struct unit_split {
+  int count = 0;  // jobs
+  bool joint = false;
+  int64_t unit_rows = 4, split_rows = 0, n_units = 0;
+  int64_t first_unit[kMaxJobs + 1] = {0};  // job j's units (joint: all share job 0's)
+
+  unit_split(const matmul_job *jobs, int count, int64_t n, int threads, bool joint) : count(count), joint(joint) {
+    int64_t total_rows = 0;
+    for (int j = 0; j < count; j++) total_rows += jobs[j].w->rows;
+    split_rows = joint ? jobs[0].w->rows : total_rows;  // rows the units divide
+    for (int j = 0; j < count; j++)
+      if (jobs[j].w->interleaved) unit_rows = kInterleaveRows;
+    // A prefill's units are a few per thread, so uneven cores still finish together. A decode step
+    // (one vector) streams each weight once: its units stay small and the pool hands each thread one
+    // contiguous share to stream (run_spans), which also keeps the threads' ends within a unit.
+    if (n > 1) unit_rows = std::max(unit_rows, (split_rows / (std::max(threads, 1) * 4) + unit_rows - 1) / unit_rows * unit_rows);
+    for (int j = 0; j < count; j++) first_unit[j + 1] = first_unit[j] + (jobs[j].w->rows + unit_rows - 1) / unit_rows;
+    n_units = joint ? first_unit[1] : first_unit[count];
+  }
+
+  // fn(j, r0, r1) for each job's rows in units [u0, u1), in the order a task runs them.
+  template <class Fn>
+  void rows(const matmul_job *jobs, int64_t u0, int64_t u1, Fn fn) const {
+    for (int j = 0; j < count; j++) {
+      if (joint) {
+        fn(j, u0 * unit_rows, std::min(split_rows, u1 * unit_rows));
+        continue;
+      }
+      const int64_t from = std::max(u0, first_unit[j]), to = std::min(u1, first_unit[j + 1]);
+      if (from < to) fn(j, (from - first_unit[j]) * unit_rows, std::min(jobs[j].w->rows, (to - first_unit[j]) * unit_rows));
+    }
+  }
+};
+
 }  // namespace
 
 void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, act_mode mode, int threads,
@@ -218,11 +268,7 @@ void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, a
   // Jobs that need another table or activation kind than the first run on their own.
   const kernel_table &kt = table_for(*jobs[0].w, k);
   const bool integer = integer_path(*jobs[0].w, mode);
-  constexpr int kMaxJobs = 8;  // per dispatch; more run in the next
-  int shared = 1;
-  while (shared < count && shared < kMaxJobs && &table_for(*jobs[shared].w, k) == &kt &&
-         integer_path(*jobs[shared].w, mode) == integer && jobs[shared].w->cols == jobs[0].w->cols)
-    shared++;
+  const int shared = dispatch_size(jobs, count, mode, k);
   if (joint && shared < count) {  // not one dispatch: the joint epilogue runs once all rows exist
     matmul_many(jobs, count, x, n, mode, threads, k);
     (*together)(0, jobs[0].w->rows);
@@ -234,26 +280,16 @@ void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, a
   const int64_t cols = jobs[0].w->cols;
   if (integer) prepare_all(kt, jobs, shared, x, n, cols, aq, threads);
   else prepare_all(kt, jobs, shared, x, n, cols, af, threads);
-  // Work is split in units of whole 4-row tiles, or of whole groups of interleaved rows; one
-  // dispatch for all the jobs that share the activations. Joint jobs: a unit is the same rows of
-  // every job, and `together` runs on them on the thread that wrote them.
+  // One dispatch for all the jobs that share the activations; joint jobs' `together` runs on each
+  // unit's rows on the thread that wrote them.
+  const unit_split split(jobs, shared, n, threads, joint);
   int64_t total_rows = 0;
   for (int j = 0; j < shared; j++) total_rows += jobs[j].w->rows;
-  const int64_t split_rows = joint ? jobs[0].w->rows : total_rows;  // rows the units divide
-  int64_t unit_rows = 4;
-  for (int j = 0; j < shared; j++)
-    if (jobs[j].w->interleaved) unit_rows = kInterleaveRows;
-  // A prefill's units are a few per thread, so uneven cores still finish together. A decode step
-  // (one vector) streams each weight once: its units stay small and the pool hands each thread one
-  // contiguous share to stream (run_spans), which also keeps the threads' ends within a unit.
-  if (n > 1) unit_rows = std::max(unit_rows, (split_rows / (std::max(threads, 1) * 4) + unit_rows - 1) / unit_rows * unit_rows);
   const bool tiny = total_rows * cols * n < (int64_t)1 << 16;  // not worth waking threads
-  int64_t first_unit[kMaxJobs + 1] = {0};  // job j's units (joint: all share job 0's)
-  for (int j = 0; j < shared; j++) first_unit[j + 1] = first_unit[j] + (jobs[j].w->rows + unit_rows - 1) / unit_rows;
-  const int64_t n_units = joint ? first_unit[1] : first_unit[shared];
   const act_q8 &a8 = aq;
   const act_f32 &a32 = af;
-  auto rows_of = [&](const matmul_job &job, int64_t r0, int64_t r1) {
+  auto rows_of = [&](int j, int64_t r0, int64_t r1) {
+    const matmul_job &job = jobs[j];
     const qtensor &w = *job.w;
     if (interleaved_gemv(kt, w, n, integer)) {
       kt.gemv_interleaved[w.fmt]({&w, &a8, job.y, w.rows, r0, r1});
@@ -269,22 +305,45 @@ void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, a
     if (job.epilogue && *job.epilogue) (*job.epilogue)(r0, r1);
   };
   auto units = [&](int64_t u0, int64_t u1) {
-    if (joint) {
-      const int64_t r0 = u0 * unit_rows, r1 = std::min(split_rows, u1 * unit_rows);
-      for (int j = 0; j < shared; j++) rows_of(jobs[j], r0, r1);
-      (*together)(r0, r1);
-      return;
-    }
-    for (int j = 0; j < shared; j++) {
-      const int64_t from = std::max(u0, first_unit[j]), to = std::min(u1, first_unit[j + 1]);
-      if (from < to)
-        rows_of(jobs[j], (from - first_unit[j]) * unit_rows, std::min(jobs[j].w->rows, (to - first_unit[j]) * unit_rows));
-    }
+    split.rows(jobs, u0, u1, rows_of);
+    if (joint) (*together)(u0 * split.unit_rows, std::min(split.split_rows, u1 * split.unit_rows));
   };
-  if (tiny) units(0, n_units);
-  else if (n == 1) thread_pool::global().run_spans(n_units, threads, units);
-  else thread_pool::global().run(n_units, threads, [&](int64_t u) { units(u, u + 1); });
+  if (tiny) units(0, split.n_units);
+  else if (n == 1) thread_pool::global().run_spans(split.n_units, threads, units);
+  else thread_pool::global().run(split.n_units, threads, [&](int64_t u) { units(u, u + 1); });
   if (shared < count) matmul_many(jobs + shared, count - shared, x, n, mode, threads, k);
+}
+
+std::vector<thread_pool::byte_range> matmul_share_front(const matmul_job *jobs, int count, act_mode mode, int threads,
+                                                        const kernel_table &k, bool joint, int slot, size_t budget) {
+  const int shared = dispatch_size(jobs, count, mode, k);
+  const unit_split split(jobs, shared, 1, threads, joint && shared == count);
+  const int takers = (int)std::min<int64_t>(threads, split.n_units);
+  std::vector<thread_pool::byte_range> ranges;
+  if (slot < 0 || slot >= takers) return ranges;
+  auto add = [&](const uint8_t *begin, const uint8_t *end) {
+    const size_t bytes = std::min<size_t>(budget, end - begin);
+    if (bytes > 0) ranges.push_back({begin, begin + bytes});
+    budget -= bytes;
+  };
+  // The slot's share as run_spans first hands it out (thread_pool::run_spans), in the order its
+  // task reads it.
+  split.rows(jobs, split.n_units * slot / takers, split.n_units * (slot + 1) / takers, [&](int j, int64_t r0, int64_t r1) {
+    const qtensor &w = *jobs[j].w;
+    add(w.row(r0), w.row(r1));
+    if (w.scales) add(reinterpret_cast<const uint8_t *>(w.row_scales(r0)), reinterpret_cast<const uint8_t *>(w.row_scales(r1)));
+  });
+  return ranges;
+}
+
+void matmul_prefetch_next(const matmul_job *jobs, int count, act_mode mode, int threads, const kernel_table &k,
+                          bool joint) {
+  // A quarter of a 1 MiB L2: more measured no better (a gap streams about that much).
+  constexpr size_t kIdlePrefetchBytes = 256 << 10;
+  for (int slot = 1; slot < threads; slot++) {
+    const auto ranges = matmul_share_front(jobs, count, mode, threads, k, joint, slot, kIdlePrefetchBytes);
+    thread_pool::global().prefetch_while_idle(slot, ranges.data(), (int)ranges.size());
+  }
 }
 
 void matmul(const qtensor &w, const float *x, int64_t n, float *y, act_mode mode, int threads,

@@ -438,6 +438,17 @@ void attention(context &c, int layer, int n, buffers &b) {
   else heads(float{}, k.attention_f32);
 }
 
+// Before a decode step's serial work (norms, activation quantization, attention's merge), when the
+// pool's workers wait and DRAM idles: each worker requests the front of its share of the next
+// linears' weights meanwhile (matmul_prefetch_next), so a gap streams part of the next dispatch.
+void prefetch_next(const context &c, int n, std::initializer_list<const qtensor *> next, bool joint = false) {
+  if (n != 1 || c.threads < 2) return;
+  matmul_job jobs[kMaxLowRankJobs];
+  int count = 0;
+  for (const qtensor *w : next) jobs[count++] = {w, nullptr};
+  matmul_prefetch_next(jobs, count, c.m->activations, c.threads, active_kernels(), joint);
+}
+
 void record(std::vector<float> &to, const std::vector<float> &from, size_t count) {
   to.insert(to.end(), from.begin(), from.begin() + count);
 }
@@ -455,6 +466,7 @@ void mlp(context &c, int l, int n, buffers &b) {
     for (int t = 0; t < n; t++) k.silu_mul(b.gate.data() + t * hidden + r0, b.up.data() + t * hidden + r0, r1 - r0);
   };
   apply(c, {job(w.gate, b.gate.data()), job(w.up, b.up.data())}, b.xb.data(), n, &swiglu);
+  prefetch_next(c, n, {&w.down.w});
   if (recording) record(c.recorder->swiglu[l], b.gate, (size_t)n * cfg.hidden_dim);
   apply(c, {job(w.down, b.proj.data())}, b.gate.data(), n);
 }
@@ -508,14 +520,22 @@ void forward(context &c, const int32_t *tokens, int n, float *logits, bool all_l
       rope(&b.k[t * kv_dim], cfg.n_kv_heads, cfg, rot, t);
     });
     attention(c, l, n, b);
+    prefetch_next(c, n, {&w.wo.w});
     // output projection and residual, ffn rmsnorm
     apply(c, {job(w.wo, b.proj.data())}, b.att_out.data(), n);
+    prefetch_next(c, n, {&w.gate.w, &w.up.w}, true);
     per_token(c, n, [&](int t) {
       for (size_t i = (size_t)t * dim; i < (size_t)(t + 1) * dim; i++) b.x[i] += b.proj[i];
       rmsnorm(&b.x[(size_t)t * dim], w.ffn_norm.data(), dim, cfg.norm_eps, &b.xb[(size_t)t * dim]);
     });
     // SwiGLU: down(silu(gate(x)) * up(x)), residual
     mlp(c, l, n, b);
+    if (l + 1 < cfg.n_layers) {
+      const layer_weights &next = m.weights.layers[l + 1];
+      prefetch_next(c, n, {&next.wq.w, &next.wk.w, &next.wv.w});
+    } else if (logits) {
+      prefetch_next(c, n, {&m.weights.output});
+    }
     per_token(c, n, [&](int t) {
       for (size_t i = (size_t)t * dim; i < (size_t)(t + 1) * dim; i++) b.x[i] += b.proj[i];
     });

@@ -424,3 +424,51 @@ TEST(matmul_interleaved) {
         }
   });
 }
+
+// matmul_share_front: the front of each pool slot's share of a decode-step dispatch, as run_spans
+// first hands it out (units of 16 interleaved rows or 4 row-major rows, split evenly by count).
+TEST(matmul_share_front_follows_the_split) {
+  lbtest::rng r(15);
+  const kernel_table &k = active_kernels();
+  using range = thread_pool::byte_range;
+  auto codes = [](const qtensor &w, int64_t r0, int64_t r1) { return range{w.row(r0), w.row(r1)}; };
+  auto scales = [](const qtensor &w, int64_t r0, int64_t r1) {
+    return range{reinterpret_cast<const uint8_t *>(w.row_scales(r0)), reinterpret_cast<const uint8_t *>(w.row_scales(r1))};
+  };
+  auto same = [](const std::vector<range> &got, const std::vector<range> &want) {
+    if (got.size() != want.size()) return false;
+    for (size_t i = 0; i < got.size(); i++)
+      if (got[i].begin != want[i].begin || got[i].end != want[i].end) return false;
+    return true;
+  };
+  const qtensor q = qtensor_interleaved_copy(make_problem(r, FORMAT_B2, 48, 1152, 1, 0).w);
+  const qtensor kv = qtensor_interleaved_copy(make_problem(r, FORMAT_B2, 16, 1152, 1, 0).w);
+  const matmul_job qk[] = {{&q, nullptr}, {&kv, nullptr}};
+  // 4 units (q's 3, then k's): 2 threads give slot 1 units 2 and 3; 3 threads give slot 1 unit 1
+  auto front = [&](const matmul_job *jobs, int count, int threads, bool joint, int slot, size_t budget) {
+    return matmul_share_front(jobs, count, ACT_Q8, threads, k, joint, slot, budget);
+  };
+  CHECK(same(front(qk, 2, 2, false, 1, 1 << 20), {codes(q, 32, 48), scales(q, 32, 48), codes(kv, 0, 16), scales(kv, 0, 16)}));
+  CHECK(same(front(qk, 2, 2, false, 0, 1 << 20), {codes(q, 0, 32), scales(q, 0, 32)}));
+  CHECK(same(front(qk, 2, 3, false, 1, 1 << 20), {codes(q, 16, 32), scales(q, 16, 32)}));
+  CHECK(front(qk, 2, 8, false, 4, 1 << 20).empty());  // 4 units: slots 4 and on take none
+  const size_t rows16 = 16 * q.row_stride();
+  const range cut = scales(q, 32, 48);
+  CHECK(same(front(qk, 2, 2, false, 1, rows16 + 8), {codes(q, 32, 48), {cut.begin, cut.begin + 8}}));
+  // joint jobs (gate, up): a unit is the same rows of both
+  const qtensor gate = qtensor_interleaved_copy(make_problem(r, FORMAT_B4, 32, 1152, 1, 0).w);
+  const qtensor up = qtensor_interleaved_copy(make_problem(r, FORMAT_B4, 32, 1152, 1, 0).w);
+  const matmul_job gu[] = {{&gate, nullptr}, {&up, nullptr}};
+  CHECK(same(front(gu, 2, 2, true, 1, 1 << 20), {codes(gate, 16, 32), scales(gate, 16, 32), codes(up, 16, 32), scales(up, 16, 32)}));
+  // float weights have no scales; row-major units are 4 rows (10 here, slot 1 of 2 takes 5 .. 9)
+  const qtensor head = make_problem(r, FORMAT_F16, 40, 64, 1, 0).w;
+  const matmul_job h[] = {{&head, nullptr}};
+  CHECK(same(front(h, 1, 2, false, 1, 1 << 20), {codes(head, 20, 40)}));
+  // posted to the pool, the ranges change no result
+  std::vector<float> x(1152), before(48), after(48);
+  for (float &v : x) v = r.normal();
+  matmul(q, x.data(), 1, before.data(), ACT_Q8, 2, k);
+  matmul_prefetch_next(qk, 2, ACT_Q8, 2, k);
+  matmul(q, x.data(), 1, after.data(), ACT_Q8, 2, k);
+  CHECK(before == after);
+}
