@@ -226,11 +226,10 @@ int dispatch_size(const matmul_job *jobs, int count, act_mode mode, const kernel
 struct unit_split {
   int count = 0;  // jobs
   bool joint = false;
-  int64_t unit_rows = 4, split_rows = 0, n_units = 0;
+  int64_t unit_rows = 4, total_rows = 0, split_rows = 0, n_units = 0;
   int64_t first_unit[kMaxJobs + 1] = {0};  // job j's units (joint: all share job 0's)
 
   unit_split(const matmul_job *jobs, int count, int64_t n, int threads, bool joint) : count(count), joint(joint) {
-    int64_t total_rows = 0;
     for (int j = 0; j < count; j++) total_rows += jobs[j].w->rows;
     split_rows = joint ? jobs[0].w->rows : total_rows;  // rows the units divide
     for (int j = 0; j < count; j++)
@@ -283,9 +282,7 @@ void matmul_many(const matmul_job *jobs, int count, const float *x, int64_t n, a
   // One dispatch for all the jobs that share the activations; joint jobs' `together` runs on each
   // unit's rows on the thread that wrote them.
   const unit_split split(jobs, shared, n, threads, joint);
-  int64_t total_rows = 0;
-  for (int j = 0; j < shared; j++) total_rows += jobs[j].w->rows;
-  const bool tiny = total_rows * cols * n < (int64_t)1 << 16;  // not worth waking threads
+  const bool tiny = split.total_rows * cols * n < (int64_t)1 << 16;  // not worth waking threads
   const act_q8 &a8 = aq;
   const act_f32 &a32 = af;
   auto rows_of = [&](int j, int64_t r0, int64_t r1) {

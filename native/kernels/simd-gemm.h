@@ -994,7 +994,7 @@ void gemm_float(const gemm_f32_args &p) {
   const act_f32 &a = *p.a;
   using T = std::conditional_t<HALF, uint16_t, float>;
   constexpr size_t kAhead = 8192;
-  const size_t row_bytes = (size_t)w.cols * sizeof(T);
+  const size_t row_bytes = w.row_stride();
   const char *last = reinterpret_cast<const char *>(w.row(w.rows - 1)) + row_bytes;
   for (int64_t r = p.r0; r < p.r1; r++) {
     const char *row = reinterpret_cast<const char *>(w.row(r));
