@@ -40,8 +40,10 @@ thread_pool &thread_pool::global() {
 thread_pool::~thread_pool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
-    generation_++;
+    job_.version.store(2 * job_number_ + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    job_.stop.store(true, std::memory_order_relaxed);
+    job_.version.store(2 * ++job_number_, std::memory_order_seq_cst);
   }
   wake_.notify_all();
   for (std::thread &t : workers_) t.join();
@@ -50,37 +52,53 @@ thread_pool::~thread_pool() {
 void thread_pool::ensure_workers(int n) {
   while ((int)workers_.size() < n) {
     const int index = (int)workers_.size();
-    workers_.emplace_back([this, index] { worker_main(index); });
-  }
-}
-
-void thread_pool::work_on_job(int slot) {
-  try {
-    if (spans_) return work_on_spans(slot);
-    for (;;) {
-      const int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
-      if (i >= n_tasks_) return;
-      (*task_)(i);
-    }
-  } catch (...) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!error_) error_ = std::current_exception();
-    next_.store(n_tasks_, std::memory_order_relaxed);  // skip the rest
-    for (auto &share : shares_) share.store(0, std::memory_order_relaxed);
+    const uint64_t seen = job_.version.load(std::memory_order_relaxed);  // no job is being written
+    workers_.emplace_back([this, index, seen] { worker_main(index, seen); });
   }
 }
 
 namespace {
 
-// Claims a span of a share: half of what is left (at least one unit), from its front or back.
-// Halving keeps the owner's first span long (one stream) and the last spans a unit or two.
-bool claim(std::atomic<uint64_t> &share, bool front, int64_t &u0, int64_t &u1) {
+constexpr int kUnitBits = 28;
+constexpr uint64_t kUnitMask = ((uint64_t)1 << kUnitBits) - 1;
+
+uint64_t share_word(uint64_t tag, int64_t front, int64_t back) {
+  return (tag & 0xff) << (2 * kUnitBits) | (uint64_t)front << kUnitBits | (uint64_t)back;
+}
+
+// Slot s's share of n units among `takers`, [begin, end), and the end of its first span: a quarter
+// of the share, which its owner takes without claiming (a first compare-and-swap would wait for
+// the line: the caller's on its store of the job line, a worker's on the previous job's thieves;
+// the span's work hides that). Nobody else can take it, so it is kept short.
+struct first_span {
+  int64_t begin, first_end, end;
+  first_span(int64_t n, int s, int takers)
+      : begin(n * s / takers), first_end(begin + std::max<int64_t>(1, (n * (s + 1) / takers - begin) / 4)),
+        end(n * (s + 1) / takers) {}
+};
+
+}  // namespace
+
+// Claims a span of share s of the job: half of what is left (at least one unit), from its front
+// or back; first sets the share to its initial range if nobody has in this job (its tag is the
+// previous job's). Halving keeps the owner's first span long (one stream) and the last spans a
+// unit or two.
+bool thread_pool::claim(const job_view &job, int s, bool front, int64_t &u0, int64_t &u1) {
+  std::atomic<uint64_t> &share = shares_[s].word;
+  const uint64_t tag = job.number & 0xff;
   uint64_t v = share.load(std::memory_order_relaxed);
   for (;;) {
-    const uint32_t f = (uint32_t)(v >> 32), b = (uint32_t)v;
+    if (job_.failed.load(std::memory_order_relaxed)) return false;
+    if ((v >> (2 * kUnitBits)) != tag) {
+      const first_span span(job.n_units, s, job.takers);
+      const uint64_t start = share_word(tag, span.first_end, span.end);  // the first span is the owner's
+      if (!share.compare_exchange_weak(v, start, std::memory_order_relaxed)) continue;
+      v = start;
+    }
+    const int64_t f = (int64_t)(v >> kUnitBits & kUnitMask), b = (int64_t)(v & kUnitMask);
     if (f >= b) return false;
-    const uint32_t take = std::max<uint32_t>(1, (b - f) / 2);
-    const uint64_t next = front ? (uint64_t)(f + take) << 32 | b : (uint64_t)f << 32 | (b - take);
+    const int64_t take = std::max<int64_t>(1, (b - f) / 2);
+    const uint64_t next = front ? share_word(tag, f + take, b) : share_word(tag, f, b - take);
     if (share.compare_exchange_weak(v, next, std::memory_order_relaxed)) {
       u0 = front ? f : b - take;
       u1 = front ? f + take : b;
@@ -89,41 +107,41 @@ bool claim(std::atomic<uint64_t> &share, bool front, int64_t &u0, int64_t &u1) {
   }
 }
 
-}  // namespace
-
-void thread_pool::work_on_spans(int slot) {
-  const int n = (int)shares_.size();
-  int64_t u0, u1;
-  while (claim(shares_[slot], true, u0, u1)) (*spans_)(u0, u1);
-  for (int k = 1; k < n; k++)
-    while (claim(shares_[(slot + k) % n], false, u0, u1)) (*spans_)(u0, u1);
-}
-
-void thread_pool::prefetch_while_idle(int slot, const byte_range *ranges, int count) {
-  if (slot < 1 || slot > kMaxWorkers) return;
-  idle_prefetch &p = idle_[slot - 1];
-  std::lock_guard<std::mutex> lock(hint_mutex_);
-  const uint64_t v = p.version.load(std::memory_order_relaxed);
-  p.version.store(v + 1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
-  count = std::min(count, kPrefetchRanges);
-  p.count.store(count, std::memory_order_relaxed);
-  for (int i = 0; i < count; i++) {
-    p.begin[i].store(ranges[i].begin, std::memory_order_relaxed);
-    p.end[i].store(ranges[i].end, std::memory_order_relaxed);
+void thread_pool::work_on_spans(const job_view &job, int slot) {
+  try {
+    const first_span span(job.n_units, slot, job.takers);
+    if (!job_.failed.load(std::memory_order_relaxed)) (*job.fn)(span.begin, span.first_end);
+    int64_t u0, u1;
+    while (claim(job, slot, true, u0, u1)) (*job.fn)(u0, u1);
+    for (int k = 1; k < job.takers; k++)
+      while (claim(job, (slot + k) % job.takers, false, u0, u1)) (*job.fn)(u0, u1);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!error_) error_ = std::current_exception();
+    job_.failed.store(true, std::memory_order_relaxed);
   }
-  p.version.store(v + 2, std::memory_order_release);
 }
 
-void thread_pool::worker_main(int index) {
-  uint64_t seen = 0, hint_seen = 0;
+bool thread_pool::helper_asleep(int helpers) const {
+  for (int i = 0; i < helpers; i++)
+    if (finished_[i].asleep.load(std::memory_order_relaxed)) return true;
+  return false;
+}
+
+bool thread_pool::helpers_done(int helpers, uint64_t job) const {
+  for (int i = 0; i < helpers; i++)
+    if (finished_[i].job.load(std::memory_order_seq_cst) != job) return false;
+  return true;
+}
+
+void thread_pool::worker_main(int index, uint64_t seen) {
+  uint64_t hint_seen = 0;
   byte_range todo[kPrefetchRanges];
   int todo_at = 0, todo_count = 0;  // todo[todo_at, todo_count) are left
-  idle_prefetch *hints = index < kMaxWorkers ? &idle_[index] : nullptr;
+  idle_prefetch *hints = &idle_[index];
   // Takes a newly posted hint; then requests its next line, if any (true when it did). Into L1
   // (prefetcht0): a MobileLLM-600M decode step ran 1.5-2.5% faster with it, 0-1% into L2.
   auto prefetch_step = [&] {
-    if (!hints) return false;
     const uint64_t v = hints->version.load(std::memory_order_acquire);
     if (v != hint_seen && v % 2 == 0) {
       const int count = hints->count.load(std::memory_order_relaxed);
@@ -138,88 +156,137 @@ void thread_pool::worker_main(int index) {
     todo[todo_at].begin += 64;
     return true;
   };
+  auto unchanged = [&] { return job_.version.load(std::memory_order_seq_cst) == seen; };
   for (;;) {
     // Spin for a while: during decode the next job arrives within microseconds, or after the
     // hand-off of a token to JS and its sampling (about 0.2 ms on a MobileLLM-600M step here). A
     // worker that slept through that hand-off woke late into the next step's first job (the q, k,
     // v jobs started 3.3 us late on average with a 0.2 ms spin, 0.5 us with this one).
-    spin_while([&] { return generation_.load(std::memory_order_acquire) == seen; }, 1000, prefetch_step);
-    {
+    spin_while(unchanged, 1000, prefetch_step);
+    if (unchanged()) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-      seen = generation_.load(std::memory_order_acquire);
-      todo_at = todo_count = 0;  // a job started: what is left of the hint is stale
-      if (stop_) return;
-      if (index >= wanted_workers_) continue;
+      finished_[index].asleep.store(true, std::memory_order_relaxed);
+      wake_.wait(lock, [&] { return !unchanged(); });
+      finished_[index].asleep.store(false, std::memory_order_relaxed);
     }
-    work_on_job(index + 1);
-    if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    todo_at = todo_count = 0;  // a job started: what is left of the hint is stale
+    // Read the job line between two equal even versions (a worker that sat out a job may look
+    // while the caller writes the next).
+    job_view job;
+    bool stop;
+    for (;;) {
+      const uint64_t v = job_.version.load(std::memory_order_acquire);
+      if (v % 2 == 0) {
+        job = {v / 2, job_.fn.load(std::memory_order_relaxed), job_.n_units.load(std::memory_order_relaxed),
+               job_.takers.load(std::memory_order_relaxed)};
+        stop = job_.stop.load(std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (job_.version.load(std::memory_order_relaxed) == v) {
+          seen = v;
+          break;
+        }
+      }
+      LB_CPU_RELAX();
+    }
+    if (stop) return;
+    if (index + 1 >= job.takers) continue;
+    work_on_spans(job, index + 1);
+    // Read-modify-writes on both sides of this handshake with a sleeping caller (not a store then a
+    // load): every machine and emulator orders them fully (qemu-user's plain ones let the caller
+    // miss this and sleep on).
+    finished_[index].job.exchange(job.number, std::memory_order_seq_cst);
+    if (caller_asleep_.load(std::memory_order_seq_cst)) {
       std::lock_guard<std::mutex> lock(mutex_);
-      done_.notify_one();
+      done_.notify_all();
     }
   }
 }
 
-void thread_pool::start_job(int helpers) {
-  ensure_workers(helpers);
-  wanted_workers_ = helpers;
-  active_.store(helpers, std::memory_order_relaxed);
-  error_ = nullptr;
-  generation_.fetch_add(1, std::memory_order_release);
-}
-
-void thread_pool::finish_job() {
+void thread_pool::wake_workers() {
+  std::lock_guard<std::mutex> lock(mutex_);
   wake_.notify_all();
-  work_on_job(0);
-  // Wait for the helpers: spin first, they finish within a task's time.
-  spin_while([&] { return active_.load(std::memory_order_acquire) != 0; }, 100);
-  std::exception_ptr error;
-  {
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return active_.load(std::memory_order_acquire) == 0; });
-    error = error_;
-    error_ = nullptr;
-  }
-  if (error) std::rethrow_exception(error);
 }
 
 void thread_pool::run(int64_t n_tasks, int threads, const std::function<void(int64_t)> &task) {
-  if (n_tasks <= 0) return;
-  const int helpers = (int)std::min<int64_t>(threads, n_tasks) - 1;
-  if (helpers <= 0) {
-    for (int64_t i = 0; i < n_tasks; i++) task(i);
-    return;
-  }
-  std::lock_guard<std::mutex> run_lock(run_mutex_);
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    task_ = &task;
-    spans_ = nullptr;
-    n_tasks_ = n_tasks;
-    next_.store(0, std::memory_order_relaxed);
-    start_job(helpers);
-  }
-  finish_job();
+  run_spans(n_tasks, threads, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) task(t);
+  });
 }
 
 void thread_pool::run_spans(int64_t n_units, int threads, const std::function<void(int64_t, int64_t)> &fn) {
   if (n_units <= 0) return;
-  if (n_units >= (int64_t)1 << 31) throw std::length_error("run_spans: too many units");
-  const int helpers = (int)std::min<int64_t>(threads, n_units) - 1;
+  if (n_units > kMaxUnits) {  // in pieces the share words can count
+    for (int64_t u = 0; u < n_units; u += kMaxUnits)
+      run_spans(std::min(kMaxUnits, n_units - u), threads, [&](int64_t u0, int64_t u1) { fn(u + u0, u + u1); });
+    return;
+  }
+  const int helpers = (int)std::min<int64_t>({threads, n_units, kMaxWorkers + 1}) - 1;
   if (helpers <= 0) return fn(0, n_units);
   std::lock_guard<std::mutex> run_lock(run_mutex_);
+  const int takers = helpers + 1;
+  const job_view job{++job_number_, &fn, n_units, takers};
+  ensure_workers(helpers);
+  // Shares of slots that sat out the previous job (or of a failed job) may hold any tag.
+  for (int s = prev_takers_; s < takers; s++) {
+    const first_span span(n_units, s, takers);
+    shares_[s].word.store(share_word(job.number, span.first_end, span.end), std::memory_order_relaxed);
+  }
+  job_.version.store(2 * job.number - 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  job_.failed.store(false, std::memory_order_relaxed);
+  job_.fn.store(&fn, std::memory_order_relaxed);
+  job_.n_units.store(n_units, std::memory_order_relaxed);
+  job_.takers.store(takers, std::memory_order_relaxed);
+  // A release store, not a fence: the caller goes on to its own span while the line travels. A
+  // worker that goes to sleep meanwhile is seen and woken below, while the caller waits.
+  job_.version.store(2 * job.number, std::memory_order_release);
+  if (helper_asleep(helpers)) wake_workers();
+  work_on_spans(job, 0);
+  // Wait for the helpers: spin first, they finish within a span's time.
+  unsigned checks = 0;
+  spin_while(
+      [&] {
+        if (++checks % 64 == 0 && helper_asleep(helpers)) wake_workers();
+        return !helpers_done(helpers, job.number);
+      },
+      100);
+  if (!helpers_done(helpers, job.number)) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    caller_asleep_.exchange(true, std::memory_order_seq_cst);
+    // Under the mutex, a worker not yet asleep will see the job when it takes it. In waits of a
+    // millisecond: a missed notification costs one, not the process.
+    if (helper_asleep(helpers)) wake_.notify_all();
+    while (!helpers_done(helpers, job.number)) done_.wait_for(lock, std::chrono::milliseconds(1));
+    caller_asleep_.store(false, std::memory_order_relaxed);
+  }
+  const bool failed = job_.failed.load(std::memory_order_relaxed);
+  prev_takers_ = failed ? 0 : takers;
+  if (!failed) return;
+  std::exception_ptr error;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    const int takers = helpers + 1;
-    if ((int)shares_.size() != takers) shares_ = std::vector<std::atomic<uint64_t>>(takers);
-    for (int t = 0; t < takers; t++)
-      shares_[t].store((uint64_t)(n_units * t / takers) << 32 | (uint64_t)(n_units * (t + 1) / takers),
-                       std::memory_order_relaxed);
-    spans_ = &fn;
-    task_ = nullptr;
-    start_job(helpers);
+    std::swap(error, error_);
   }
-  finish_job();
+  std::rethrow_exception(error);
+}
+
+void thread_pool::prefetch_while_idle(int slot, const byte_range *ranges, int count) {
+  if (slot < 1 || slot > kMaxWorkers) return;
+  idle_prefetch &p = idle_[slot - 1];
+  // Writers take turns by a flag released with a plain store: a mutex's unlock would wait for the
+  // hint's line to reach this core (the worker polls it), a transfer for nothing.
+  while (hint_writing_.exchange(true, std::memory_order_acquire)) LB_CPU_RELAX();
+  const uint64_t v = p.version.load(std::memory_order_relaxed);
+  p.version.store(v + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  count = std::min(count, kPrefetchRanges);
+  p.count.store(count, std::memory_order_relaxed);
+  for (int i = 0; i < count; i++) {
+    p.begin[i].store(ranges[i].begin, std::memory_order_relaxed);
+    p.end[i].store(ranges[i].end, std::memory_order_relaxed);
+  }
+  p.version.store(v + 2, std::memory_order_release);
+  hint_writing_.store(false, std::memory_order_release);
 }
 
 }  // namespace lb

@@ -280,6 +280,14 @@ TEST(thread_pool_spans_cover_every_unit_once) {
     else by_helper += u1 - u0;
   });
   CHECK(by_helper > 500);
+  // More units than one dispatch's share words count run as several dispatches, each unit once.
+  const int64_t many = ((int64_t)1 << 28) + 5;
+  std::atomic<int64_t> covered{0}, out_of_order{0};
+  thread_pool::global().run_spans(many, 2, [&](int64_t u0, int64_t u1) {
+    covered += u1 - u0;
+    if (!(0 <= u0 && u0 < u1 && u1 <= many)) out_of_order++;
+  });
+  CHECK(covered == many && out_of_order == 0);
   bool thrown = false;
   try {
     thread_pool::global().run_spans(100, 2, [&](int64_t u0, int64_t u1) {
