@@ -191,9 +191,8 @@ void thread_pool::worker_main(int index, uint64_t seen) {
     if (stop) return;
     if (index + 1 >= job.takers) continue;
     work_on_spans(job, index + 1);
-    // Read-modify-writes on both sides of this handshake with a sleeping caller (not a store then a
-    // load): every machine and emulator orders them fully (qemu-user's plain ones let the caller
-    // miss this and sleep on).
+    // Read-modify-writes on both sides of this handshake with a sleeping caller, which every
+    // machine and emulator orders fully (with a store then a load here, a qemu-user run hung once).
     finished_[index].job.exchange(job.number, std::memory_order_seq_cst);
     if (caller_asleep_.load(std::memory_order_seq_cst)) {
       std::lock_guard<std::mutex> lock(mutex_);

@@ -27,8 +27,9 @@ class thread_pool {
   // Runs fn(u0, u1) over disjoint spans that together cover the units [0, n_units), on at most
   // `threads` threads. Each thread owns a contiguous share and walks it front to back in shrinking
   // spans (one sequential memory stream, as a streaming GEMV wants); a thread that runs out takes
-  // spans from the back of another's share, so all finish within about one unit of each other
-  // (a late or slowed thread costs no more). run() is this with one task per unit.
+  // spans from the back of another's share (all but its first quarter), so all finish within
+  // about one unit of each other and a late or slowed thread costs little more. run() is this
+  // with one task per unit.
   void run_spans(int64_t n_units, int threads, const std::function<void(int64_t, int64_t)> &fn);
 
   // Memory the worker of run_spans slot `slot` (1 .. threads - 1; the caller, slot 0, takes none)
