@@ -40,10 +40,7 @@ thread_pool &thread_pool::global() {
 thread_pool::~thread_pool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    job_.version.store(2 * job_number_ + 1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);
-    job_.stop.store(true, std::memory_order_relaxed);
-    job_.version.store(2 * ++job_number_, std::memory_order_seq_cst);
+    publish({++job_number_, nullptr, 0, 0}, true);
   }
   wake_.notify_all();
   for (std::thread &t : workers_) t.join();
@@ -201,6 +198,19 @@ void thread_pool::worker_main(int index, uint64_t seen) {
   }
 }
 
+// Writes the job line under its sequence lock, ending with a release store, not a fence: the
+// caller goes on to its own span while the line travels.
+void thread_pool::publish(const job_view &job, bool stop) {
+  job_.version.store(2 * job.number - 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  job_.failed.store(false, std::memory_order_relaxed);
+  job_.fn.store(job.fn, std::memory_order_relaxed);
+  job_.n_units.store(job.n_units, std::memory_order_relaxed);
+  job_.takers.store(job.takers, std::memory_order_relaxed);
+  job_.stop.store(stop, std::memory_order_relaxed);
+  job_.version.store(2 * job.number, std::memory_order_release);
+}
+
 void thread_pool::wake_workers() {
   std::lock_guard<std::mutex> lock(mutex_);
   wake_.notify_all();
@@ -230,15 +240,9 @@ void thread_pool::run_spans(int64_t n_units, int threads, const std::function<vo
     const first_span span(n_units, s, takers);
     shares_[s].word.store(share_word(job.number, span.first_end, span.end), std::memory_order_relaxed);
   }
-  job_.version.store(2 * job.number - 1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
-  job_.failed.store(false, std::memory_order_relaxed);
-  job_.fn.store(&fn, std::memory_order_relaxed);
-  job_.n_units.store(n_units, std::memory_order_relaxed);
-  job_.takers.store(takers, std::memory_order_relaxed);
-  // A release store, not a fence: the caller goes on to its own span while the line travels. A
-  // worker that goes to sleep meanwhile is seen and woken below, while the caller waits.
-  job_.version.store(2 * job.number, std::memory_order_release);
+  // A worker that goes to sleep while the job line travels is seen and woken below, while the
+  // caller waits.
+  publish(job, false);
   if (helper_asleep(helpers)) wake_workers();
   work_on_spans(job, 0);
   // Wait for the helpers: spin first, they finish within a span's time.

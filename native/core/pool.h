@@ -58,6 +58,7 @@ class thread_pool {
   void work_on_spans(const job_view &job, int slot);
   bool helpers_done(int helpers, uint64_t job) const;
   bool helper_asleep(int helpers) const;
+  void publish(const job_view &job, bool stop);
   void wake_workers();
 
   // A dispatch costs a few cache-line transfers between cores, in sequence: about 100 ns each when
