@@ -9,20 +9,21 @@
 import * as path from 'node:path';
 import { LowbitError, LowbitFormatError } from '../errors';
 import { openModel } from '../io';
-import { dequantizeToF32, f32ToBf16, f32ToF16 } from '../io/dtypes';
+import { f32ToBf16, f32ToF16 } from '../io/dtypes';
 import { EMBED_TOKENS, FINAL_NORM, LAYER_ROLES, LM_HEAD, type LayerRole, layerTensorName } from '../io/llama';
 import {
   type LowbitFloatFormat, type LowbitRecipe, type LowbitTensorToWrite, isLowbitTensor, writeLowbitFile,
 } from '../io/lowbit-format';
 import { refuseShared } from '../io/sharp';
 import type { LlamaConfig, ModelSource, TensorInfo } from '../io/types';
-import { type QTensor, QUANT_METHODS, type QuantFormat, type QuantMethod, quantizeAsync, tensorFromPacked } from '../qtensor';
+import { type QTensor, QUANT_METHODS, type QuantFormat, type QuantMethod, quantizeAsync } from '../qtensor';
 import { integerIn, invalidParameter, knownOptions, oneOf, plainObject } from '../validate';
 import { LOWBIT_VERSION } from '../version';
 import { tokenizerToEmbed } from './embed-tokenizer';
 import { type TorchFloat, fakeQuantizeRows, promotedDtype } from './paretoq';
 import { type ProgressListener, recipeDate, yieldToEventLoop } from './progress';
 import { type Bits, type TensorBitsRule, TensorBitsMatcher, checkTensorBits, formatOfBits, parseBits } from './recipe';
+import { floatTensor, floatValues } from './source-tensors';
 
 /** Options of `quantizeModel`. */
 export interface QuantizeModelOptions {
@@ -101,29 +102,6 @@ function resolveOptions(options: unknown): ResolvedOptions {
 // Reading source tensors
 
 const HALF_DTYPES = new Set(['f16', 'bf16']);
-
-function elementCount(info: TensorInfo): number {
-  return info.shape.reduce((a, b) => a * b, 1);
-}
-
-/** Any stored tensor as float32 values. */
-function floatValues(source: ModelSource, info: TensorInfo): Float32Array {
-  try {
-    if (isLowbitTensor(info)) {
-      const [rows, cols] = info.shape;
-      const t = tensorFromPacked(info.format, rows, cols, info.group, info.read(), info.readScales());
-      try {
-        return t.dequantize();
-      } finally {
-        t.dispose();
-      }
-    }
-    return dequantizeToF32(info.dtype, info.read(), elementCount(info));
-  } catch (error) {
-    if (error instanceof LowbitFormatError) throw error;
-    throw new LowbitFormatError(source.path, `cannot read ${info.dtype} weights: ${(error as Error).message}`, info.name, { cause: error });
-  }
-}
 
 /** f16/bf16 tensors as their raw bits (what exact packing verifies against). */
 function halfBits(info: TensorInfo): Uint16Array {
@@ -223,30 +201,6 @@ function linearTensor(source: ModelSource, job: LinearJob, o: ResolvedOptions): 
       const scales = quantized!.scales()!;
       quantized!.dispose();
       return scales;
-    },
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Float tensors
-
-/** Rows converted per chunk of a float tensor (bounds the memory of a 128k-token embedding). */
-const FLOAT_CHUNK_ELEMENTS = 1 << 22;
-
-function floatTensor(source: ModelSource, info: TensorInfo, format: LowbitFloatFormat): LowbitTensorToWrite {
-  return {
-    name: info.name, format, shape: info.shape,
-    *data() {
-      if (info.dtype === format) {
-        yield info.read();
-        return;
-      }
-      const values = floatValues(source, info);
-      for (let at = 0; at < values.length; at += FLOAT_CHUNK_ELEMENTS) {
-        const part = values.subarray(at, at + FLOAT_CHUNK_ELEMENTS);
-        const encoded = format === 'f32' ? part : Uint16Array.from(part, format === 'f16' ? f32ToF16 : f32ToBf16);
-        yield new Uint8Array(encoded.buffer, encoded.byteOffset, encoded.byteLength);
-      }
     },
   };
 }

@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LowbitError, LowbitFormatError } from '../errors';
 import { openModel } from '../io';
-import { dequantizeToF32, f32ToF16 } from '../io/dtypes';
+import { f32ToF16 } from '../io/dtypes';
 import { EMBED_TOKENS, FINAL_NORM, LAYER_ROLES, LM_HEAD, type LayerRole, layerTensorName } from '../io/llama';
 import {
   type LowbitFloatFormat, type LowbitRecipe, type LowbitTensorToWrite, isLowbitTensor, writeLowbitFile,
@@ -23,7 +23,7 @@ import {
 import type { ModelSource, TensorInfo } from '../io/types';
 import { assembleModel } from '../model/assemble';
 import { type AddonSharpFit, type AddonSharpLayer, awaitNative, binding, callNative } from '../native';
-import { type QTensor, QUANT_METHODS, type QuantFormat, type QuantMethod, quantizeAsync, tensorFromPacked } from '../qtensor';
+import { type QTensor, QUANT_METHODS, type QuantFormat, type QuantMethod, quantizeAsync } from '../qtensor';
 import { loadTokenizer } from '../tokenizer';
 import { integerIn, invalidParameter, knownOptions, numberIn, oneOf, plainObject } from '../validate';
 import { LOWBIT_VERSION } from '../version';
@@ -31,6 +31,7 @@ import { tokenizerToEmbed } from './embed-tokenizer';
 import { type ProgressListener, recipeDate } from './progress';
 import { type Bits, formatOfBits, parseBits } from './recipe';
 import { resolveMats, resolveRanks, resolveSchedule } from './sharp-recipe';
+import { floatTensor, floatValues } from './source-tensors';
 
 /** Options of `sharpModel`. */
 export interface SharpModelOptions {
@@ -191,44 +192,8 @@ function layoutOf(source: ModelSource, o: ResolvedOptions): SharpLayout {
 // ---------------------------------------------------------------------------------------------
 // Source tensors
 
-function elementCount(info: TensorInfo): number {
-  return info.shape.reduce((a, b) => a * b, 1);
-}
-
-/** Any stored tensor as float32 values (a lowbit file's packed weights dequantized). */
-function floatValues(source: ModelSource, info: TensorInfo): Float32Array {
-  try {
-    if (!isLowbitTensor(info)) return dequantizeToF32(info.dtype, info.read(), elementCount(info));
-    const t = tensorFromPacked(info.format, info.shape[0], info.shape[1], info.group, info.read(), info.readScales());
-    try {
-      return t.dequantize();
-    } finally {
-      t.dispose();
-    }
-  } catch (error) {
-    if (error instanceof LowbitFormatError) throw error;
-    throw new LowbitFormatError(source.path, `cannot read ${info.dtype} weights: ${(error as Error).message}`, info.name, { cause: error });
-  }
-}
-
 function bytesOf(values: Float32Array | Uint16Array): Uint8Array {
   return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-}
-
-/** A float tensor stored as `format`, converted from the source's dtype when it differs. */
-function floatTensor(source: ModelSource, info: TensorInfo, format: LowbitFloatFormat): LowbitTensorToWrite {
-  return {
-    name: info.name, format, shape: info.shape,
-    *data() {
-      if (info.dtype === format) {
-        yield info.read();
-        return;
-      }
-      // Only f32 and f16 are ever converted to (asStored keeps bf16 as bf16).
-      const values = floatValues(source, info);
-      yield bytesOf(format === 'f32' ? values : Uint16Array.from(values, f32ToF16));
-    },
-  };
 }
 
 /** f32, f16 and bf16 tensors keep their precision; anything else becomes f32. */
