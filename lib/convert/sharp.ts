@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { LowbitError, LowbitFormatError } from '../errors';
 import { openModel } from '../io';
 import { f32ToF16 } from '../io/dtypes';
-import { EMBED_TOKENS, FINAL_NORM, LAYER_ROLES, LM_HEAD, type LayerRole, layerTensorName } from '../io/llama';
+import { EMBED_TOKENS, FINAL_NORM, LAYER_ROLES, LM_HEAD, layerTensorName } from '../io/llama';
 import {
   type LowbitFloatFormat, type LowbitRecipe, type LowbitTensorToWrite, isLowbitTensor, writeLowbitFile,
 } from '../io/lowbit-format';

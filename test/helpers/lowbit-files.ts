@@ -4,14 +4,13 @@
  * native/core/formats.h) rather than from lowbit's own helpers, an in-process CLI runner, and
  * rewriting a file's header to make hostile variants.
  */
-import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { main } from '../../lib/cli';
-import { LowbitFormatError } from '../../lib/errors';
 import { openModel } from '../../lib/io';
 import { isLowbitTensor } from '../../lib/io/lowbit-format';
 import type { ModelSource, TensorInfo } from '../../lib/io/types';
 import { tensorFromPacked } from '../../lib/qtensor';
+export { formatError } from './errors';
 
 /** Bits per plane of each format: codes are split into planes of 1, 2 or 4 bits. */
 export const PLANE_BITS: Record<string, number[]> = { b1: [1], t158: [2], b2: [2], b3: [2, 1], b4: [4] };
@@ -117,11 +116,3 @@ export function editJson(metadata: Record<string, string>, key: string, edit: (v
 }
 
 /** Asserts that `run` throws a LowbitFormatError matching `pattern` (and naming `key`). */
-export function formatError(run: () => unknown, pattern: RegExp, key?: string): void {
-  assert.throws(run, (error: unknown) => {
-    assert.ok(error instanceof LowbitFormatError, `expected LowbitFormatError, got ${String(error)}`);
-    assert.match(error.message, pattern);
-    if (key !== undefined) assert.equal(error.key, key);
-    return true;
-  });
-}

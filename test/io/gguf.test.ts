@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { LowbitFormatError } from '../../lib/errors';
 import { ByteWriter } from '../../lib/io/byte-writer';
 import { dequantizeToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../lib/io/dtypes';
 import {
@@ -21,16 +20,7 @@ import { permuteRowsForHf } from '../helpers/convert';
 import { seededRandom } from '../helpers/env';
 import { BUNDLED_MODELS, GGUF_CONTEXT_LENGTH, makeTempDir, modelPath, removeDir } from '../helpers/models';
 import { f32Bytes, quantizationErrorBound, quantizeQ4_0, quantizeQ8_0, quantizeTQ1_0, quantizeTQ2_0 } from '../helpers/quantize';
-
-function formatError(run: () => unknown): LowbitFormatError {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(error instanceof LowbitFormatError, `expected LowbitFormatError, got ${String(error)}`);
-    return error;
-  }
-  assert.fail('expected LowbitFormatError, nothing was thrown');
-}
+import { formatError } from '../helpers/errors';
 
 const elements = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { LowbitFormatError } from '../../lib/errors';
 import { openHfDirectory } from '../../lib/io/hf';
 import { EMBED_TOKENS, LM_HEAD, canonicalShapes, layerTensorName } from '../../lib/io/llama';
 import { openLlama2c } from '../../lib/io/llama2c';
@@ -9,18 +8,7 @@ import type { ModelSource } from '../../lib/io/types';
 import { hfConfigJson, interleavedBytes, permuteRowsForHf, unpermuteRowsFromHf, writeHfModel } from '../helpers/convert';
 import { BUNDLED_MODELS, makeTempDir, modelPath, removeDir } from '../helpers/models';
 import { f32Bytes } from '../helpers/quantize';
-
-function formatError(run: () => unknown, pattern?: RegExp, key?: string): LowbitFormatError {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(error instanceof LowbitFormatError, `expected LowbitFormatError, got ${String(error)}`);
-    if (pattern) assert.match(error.message, pattern);
-    if (key !== undefined) assert.equal(error.key, key);
-    return error;
-  }
-  assert.fail('expected LowbitFormatError, nothing was thrown');
-}
+import { formatError } from '../helpers/errors';
 
 /** Opens, checks with `check`, closes. */
 function withModel(open: () => ModelSource, check: (model: ModelSource) => void): void {

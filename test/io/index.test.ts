@@ -1,23 +1,12 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { LowbitFormatError } from '../../lib/errors';
 import { detectContainer, openModel } from '../../lib/io';
 import { openLlama2c } from '../../lib/io/llama2c';
 import { writeHfModel } from '../helpers/convert';
 import { writeLlama2c } from '../helpers/llama2c-writer';
 import { BUNDLED_MODELS, makeTempDir, modelPath, removeDir } from '../helpers/models';
-
-function formatError(run: () => unknown, pattern?: RegExp): LowbitFormatError {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(error instanceof LowbitFormatError, `expected LowbitFormatError, got ${String(error)}`);
-    if (pattern) assert.match(error.message, pattern);
-    return error;
-  }
-  assert.fail('expected LowbitFormatError, nothing was thrown');
-}
+import { formatError } from '../helpers/errors';
 
 describe('io/index: openModel', () => {
   let dir: string;

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { LowbitFormatError } from '../../lib/errors';
 import { ByteWriter } from '../../lib/io/byte-writer';
 import { PickleTuple, type UnpicklePolicy, unpickle } from '../../lib/io/pickle';
 import { openPytorchCheckpoint } from '../../lib/io/pytorch';
@@ -10,18 +9,7 @@ import { readZipEntries } from '../../lib/io/zip';
 import type { TensorDType } from '../../lib/io/types';
 import { makeTempDir, removeDir } from '../helpers/models';
 import { PickleWriter, type TorchTensorSpec, stateDictPickle, writePytorchCheckpoint, writeTorchZip, writeZip } from '../helpers/pytorch-writer';
-
-function formatError(run: () => unknown, pattern?: RegExp, key?: string): LowbitFormatError {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(error instanceof LowbitFormatError, `expected LowbitFormatError, got ${String(error)}`);
-    if (pattern) assert.match(error.message, pattern);
-    if (key !== undefined) assert.equal(error.key, key);
-    return error;
-  }
-  assert.fail('expected LowbitFormatError, nothing was thrown');
-}
+import { formatError } from '../helpers/errors';
 
 /**
  * What CPython 3.11's `pickle.Pickler(protocol=2)` writes for a torch state dict (torch's own

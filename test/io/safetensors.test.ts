@@ -1,25 +1,13 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { LowbitFormatError } from '../../lib/errors';
 import { ByteWriter } from '../../lib/io/byte-writer';
 import { openSafetensors } from '../../lib/io/safetensors';
 import { type SafetensorsTensorInput, writeSafetensors } from '../../lib/io/safetensors-writer';
 import { openShardedIndex } from '../../lib/io/shards';
 import type { TensorDType } from '../../lib/io/types';
 import { makeTempDir, removeDir } from '../helpers/models';
-
-function formatError(run: () => unknown, pattern?: RegExp, key?: string): LowbitFormatError {
-  try {
-    run();
-  } catch (error) {
-    assert.ok(error instanceof LowbitFormatError, `expected LowbitFormatError, got ${String(error)}`);
-    if (pattern) assert.match(error.message, pattern);
-    if (key !== undefined) assert.equal(error.key, key);
-    return error;
-  }
-  assert.fail('expected LowbitFormatError, nothing was thrown');
-}
+import { formatError } from '../helpers/errors';
 
 /** A safetensors file with a hand-written header (and `dataBytes` zero bytes of data). */
 function rawSafetensors(file: string, header: unknown, dataBytes: number): string {
