@@ -14,6 +14,23 @@ export function modelPath(relative: string): string {
   return path.join(MODELS_DIR, relative);
 }
 
+/** One entry of references.json: a greedy generation of llama2.c's run.c. */
+export interface Reference {
+  model: string;
+  tokenizer: string;
+  sameWeightsGguf: string;
+  prompt: string;
+  promptTokens: number[];
+  generatedTokens: number[];
+  continuation: string;
+  stoppedOnBos: boolean;
+  maxPositions: number;
+}
+
+export function readReferences(): Reference[] {
+  return JSON.parse(fs.readFileSync(modelPath('references.json'), 'utf8')) as Reference[];
+}
+
 /** The README's config columns. */
 export interface ReadmeConfig {
   readonly dim: number;

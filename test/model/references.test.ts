@@ -9,22 +9,10 @@ import { loadModel, type LowbitModel } from '../../lib';
 import { openModel } from '../../lib/io';
 import type { ModelSource } from '../../lib/io/types';
 import { writeHfModel } from '../helpers/convert';
-import { makeTempDir, modelPath, removeDir } from '../helpers/models';
+import { type Reference, makeTempDir, modelPath, readReferences, removeDir } from '../helpers/models';
 import { referenceLogits } from '../helpers/reference-forward';
 
-interface Reference {
-  model: string;
-  tokenizer: string;
-  sameWeightsGguf: string;
-  prompt: string;
-  promptTokens: number[];
-  generatedTokens: number[];
-  continuation: string;
-  stoppedOnBos: boolean;
-  maxPositions: number;
-}
-
-const REFERENCES: Reference[] = JSON.parse(fs.readFileSync(modelPath('references.json'), 'utf8'));
+const REFERENCES = readReferences();
 
 /** Greedy generation as run.c does it: from the prompt tokens until BOS or maxPositions. */
 async function greedy(model: LowbitModel, ref: Reference) {

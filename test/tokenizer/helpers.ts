@@ -7,29 +7,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadTokenizer, type Tokenizer } from '../../lib/tokenizer';
+import { MODELS_DIR } from '../helpers/models';
 
-export const MODELS = path.resolve(__dirname, '../../../shared/models');
+export const MODELS = MODELS_DIR;
 export const TOKENIZERS = path.join(MODELS, 'tokenizers');
 export const LLAMA2_MODEL = path.join(TOKENIZERS, 'llama2-tokenizer.model');
 export const LLAMA2_BIN = path.join(TOKENIZERS, 'llama2-tokenizer.bin');
 export const LLAMA3_TIKTOKEN = path.join(TOKENIZERS, 'llama3-tokenizer.model');
 export const LLAMA_SPM_GGUF = path.join(TOKENIZERS, 'ggml-vocab-llama-spm.gguf');
-
-/** One entry of references.json (greedy generations of llama2.c's run.c). */
-export interface Reference {
-  model: string;
-  tokenizer: string;
-  sameWeightsGguf: string;
-  prompt: string;
-  promptTokens: number[];
-  generatedTokens: number[];
-  continuation: string;
-  stoppedOnBos: boolean;
-}
-
-export function readReferences(): Reference[] {
-  return JSON.parse(fs.readFileSync(path.join(MODELS, 'references.json'), 'utf8')) as Reference[];
-}
 
 /** llama.cpp's tokenizer test vectors: `.inp` strings joined by a separator, `.out` ids one line each. */
 export function readVocabVectors(gguf: string): { text: string; ids: number[] }[] {

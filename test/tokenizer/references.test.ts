@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadTokenizer, type Tokenizer } from '../../lib/tokenizer';
-import { MODELS, readReferences } from './helpers';
+import { readReferences } from '../helpers/models';
+import { MODELS } from './helpers';
 
 /** Text run.c prints for generated ids: it stops at BOS (the story separator), which prints nothing. */
 function continuationOf(tokenizer: Tokenizer, generated: readonly number[], stoppedOnBos: boolean): string {
