@@ -4,7 +4,6 @@
  * ModelSource object every reader returns.
  */
 import { LowbitFormatError } from '../errors';
-import type { SharpLayout } from './sharp';
 import type { ByteSource } from './source';
 import type { LlamaConfig, ModelContainer, ModelSource, TensorDType, TensorInfo, TokenizerSource } from './types';
 
@@ -54,18 +53,7 @@ export interface TensorFile {
 }
 
 /** Everything a ModelSource holds, as a reader assembles it. */
-export interface ModelSourceParts {
-  readonly path: string;
-  readonly container: ModelContainer;
-  readonly config: LlamaConfig;
-  readonly tensors: ReadonlyMap<string, TensorInfo>;
-  readonly tokenizer: TokenizerSource | undefined;
-  readonly metadata: ReadonlyMap<string, unknown>;
-  readonly bosId?: number;
-  readonly eosIds?: readonly number[];
-  readonly chatTemplate?: string;
-  readonly sharp?: SharpLayout;
-}
+export type ModelSourceParts = Omit<ModelSource, 'close'>;
 
 /** A ModelSource whose close() runs `close` once. */
 export function createModelSource(parts: ModelSourceParts, close: () => void): ModelSource {
