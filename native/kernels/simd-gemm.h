@@ -612,7 +612,8 @@ inline void tile(const qtensor &w, size_t stride, const Act &a, const float *gsu
 // that cost the row-major kernels about as much as a 1152-column row's data. A group is one
 // sequential stream, left to the hardware prefetcher: a software prefetch 8 KiB ahead made 4-bit
 // rows 30% slower from DRAM (one thread) and 10% slower in cache, and changed nothing for 1 and 2
-// bits. (It made b3's two planes 40% faster from DRAM, when they were two streams.)
+// bits on 4096-column rows. (It made b3's two planes 40% faster from DRAM, when they were two
+// streams.) Long 1-bit rows are the exception (kInterleavedAhead).
 
 // The sums of one-plane words of width W for PP parts, A chains per field.
 template <class Vec, int W, int PP, int A>
@@ -730,6 +731,16 @@ struct interleaved_sums {
   using type = std::conditional_t<interleaved_fused(FMT), fused3_sums<Vec, PP>, plane_sums<Vec, W, PP, A>>;
 };
 
+// 1-bit codes in 64-byte loads (AVX-512) are also requested 8 KiB ahead in software. The kernel
+// takes them at about the rate one core reads DRAM, and on long rows the hardware prefetcher fell
+// behind: 4096 x 11008 read at 0.5-0.7 of the bandwidth on one thread and 0.6-0.8 on two (a
+// 16-row group's 22 KiB of codes and the 11 KiB of activations no longer fit L1 together), 0.75-0.8
+// and 0.9-1.0 with the requests; the other shapes within noise. Wider codes measured 20-30% slower
+// with them on one thread (b2, t158, b4).
+template <class Vec, format FMT>
+constexpr bool kInterleavedAhead = Vec::kBytes == 64 && !interleaved_fused(FMT) && kFormatTraits[FMT].plane_bits[0] == 1;
+constexpr size_t kAheadBytes = 8 << 10;
+
 template <class Vec, format FMT>
 void gemv_interleaved(const gemm_q8_args &p) {
   using Info = interleaved_sums<Vec, FMT>;
@@ -740,6 +751,7 @@ void gemv_interleaved(const gemm_q8_args &p) {
   const typename Vec::Fv offset = Vec::f_set1(kFormatTraits[FMT].offset * sums.x->x_sum);
   constexpr int AW = interleaved_act_width(FMT);
   const int64_t chunks = w.cols / kChunkCols, blocks = interleaved_blocks(chunks, AW);
+  const size_t chunk_bytes = stride / chunks * kInterleaveRows;  // a chunk's words of a group
   for (int64_t r = p.r0; r < p.r1; r += kInterleaveRows) {
     const uint8_t *group = w.data->data() + (size_t)r * stride;
     for (int p0 = 0; p0 < P; p0 += PP) {
@@ -748,7 +760,11 @@ void gemv_interleaved(const gemm_q8_args &p) {
       for (int64_t b = 0; b < blocks; b++) {
         sums.zero();
         const int64_t c1 = interleaved_block_end(b, chunks, AW);
-        for (int64_t c = interleaved_block_first(b, AW); c < c1; c++) sums.chunk(group, c, p0);
+        for (int64_t c = interleaved_block_first(b, AW); c < c1; c++) {
+          if constexpr (kInterleavedAhead<Vec, FMT>)
+            for (size_t at = 0; at < chunk_bytes; at += 64) __builtin_prefetch(group + c * chunk_bytes + kAheadBytes + at, 0, 1);
+          sums.chunk(group, c, p0);
+        }
         sums.fold(b, f);
       }
       // y = d * (sum + offset * X), L rows per store
