@@ -734,12 +734,12 @@ struct interleaved_sums {
 // 1-bit codes in 64-byte loads (AVX-512) are also requested 8 KiB ahead in software. The kernel
 // takes them at about the rate one core reads DRAM, and on long rows the hardware prefetcher fell
 // behind: 4096 x 11008 read at 0.5-0.7 of the bandwidth on one thread and 0.6-0.8 on two (a
-// 16-row group's 22 KiB of codes and the 11 KiB of activations no longer fit L1 together), 0.75-0.8
+// 16-row group's 22 KiB of codes and the 11 KiB of activations no longer fit L1 together), 0.7-0.8
 // and 0.9-1.0 with the requests; the other shapes within noise. Wider codes measured 20-30% slower
 // with them on one thread (b2, t158, b4).
 template <class Vec, format FMT>
 constexpr bool kInterleavedAhead = Vec::kBytes == 64 && !interleaved_fused(FMT) && kFormatTraits[FMT].plane_bits[0] == 1;
-constexpr size_t kAheadBytes = 8 << 10;
+constexpr size_t kInterleavedAheadBytes = 8 << 10;
 
 template <class Vec, format FMT>
 void gemv_interleaved(const gemm_q8_args &p) {
@@ -762,7 +762,7 @@ void gemv_interleaved(const gemm_q8_args &p) {
         const int64_t c1 = interleaved_block_end(b, chunks, AW);
         for (int64_t c = interleaved_block_first(b, AW); c < c1; c++) {
           if constexpr (kInterleavedAhead<Vec, FMT>)
-            for (size_t at = 0; at < chunk_bytes; at += 64) __builtin_prefetch(group + c * chunk_bytes + kAheadBytes + at, 0, 1);
+            for (size_t at = 0; at < chunk_bytes; at += 64) __builtin_prefetch(group + c * chunk_bytes + kInterleavedAheadBytes + at, 0, 1);
           sums.chunk(group, c, p0);
         }
         sums.fold(b, f);
