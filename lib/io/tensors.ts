@@ -5,7 +5,7 @@
  */
 import { LowbitFormatError } from '../errors';
 import type { ByteSource } from './source';
-import type { LlamaConfig, ModelContainer, ModelSource, TensorDType, TensorInfo, TokenizerSource } from './types';
+import type { ModelSource, TensorDType, TensorInfo } from './types';
 
 /** A tensor stored as `byteLength` bytes at `offset` of `source`. */
 export function fileTensor(

@@ -10,7 +10,6 @@ import { openModel } from '../../lib/io';
 import { isLowbitTensor } from '../../lib/io/lowbit-format';
 import type { ModelSource, TensorInfo } from '../../lib/io/types';
 import { tensorFromPacked } from '../../lib/qtensor';
-export { formatError } from './errors';
 
 /** Bits per plane of each format: codes are split into planes of 1, 2 or 4 bits. */
 export const PLANE_BITS: Record<string, number[]> = { b1: [1], t158: [2], b2: [2], b3: [2, 1], b4: [4] };
@@ -114,5 +113,3 @@ export function editJson(metadata: Record<string, string>, key: string, edit: (v
   edit(value);
   metadata[key] = JSON.stringify(value);
 }
-
-/** Asserts that `run` throws a LowbitFormatError matching `pattern` (and naming `key`). */

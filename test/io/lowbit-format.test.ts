@@ -16,7 +16,8 @@ import { tensorFromPacked } from '../../lib/qtensor';
 import { writeHfModel } from '../helpers/convert';
 import { seededRandom } from '../helpers/env';
 import { type HotRange, fuzzFile, mutate } from '../helpers/fuzz';
-import { type Header, editJson, formatError, rewrite, splitFile } from '../helpers/lowbit-files';
+import { formatError } from '../helpers/errors';
+import { type Header, editJson, rewrite, splitFile } from '../helpers/lowbit-files';
 import { makeTempDir, modelPath, removeDir } from '../helpers/models';
 
 const STORIES = modelPath('stories260K/stories260K.bin');

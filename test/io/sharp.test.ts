@@ -9,7 +9,8 @@ import { quantizeModel } from '../../lib/convert/quantize';
 import { openModel } from '../../lib/io';
 import { describeLowbitFile, planLowbitFile } from '../../lib/io/lowbit-format';
 import { loraTensorName, sharpShapes } from '../../lib/io/sharp';
-import { type Header, editJson, formatError, rewrite, splitFile } from '../helpers/lowbit-files';
+import { formatError } from '../helpers/errors';
+import { type Header, editJson, rewrite, splitFile } from '../helpers/lowbit-files';
 import { makeTempDir, modelPath, removeDir } from '../helpers/models';
 
 const STORIES = modelPath('stories260K/stories260K.bin');

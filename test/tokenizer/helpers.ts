@@ -7,10 +7,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadTokenizer, type Tokenizer } from '../../lib/tokenizer';
-import { MODELS_DIR } from '../helpers/models';
+import { modelPath } from '../helpers/models';
 
-export const MODELS = MODELS_DIR;
-export const TOKENIZERS = path.join(MODELS, 'tokenizers');
+export const TOKENIZERS = modelPath('tokenizers');
 export const LLAMA2_MODEL = path.join(TOKENIZERS, 'llama2-tokenizer.model');
 export const LLAMA2_BIN = path.join(TOKENIZERS, 'llama2-tokenizer.bin');
 export const LLAMA3_TIKTOKEN = path.join(TOKENIZERS, 'llama3-tokenizer.model');

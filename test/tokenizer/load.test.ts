@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import { LowbitFormatError } from '../../lib/errors';
 import { loadTokenizer } from '../../lib/tokenizer';
 import type { TokenizerSource } from '../../lib/io/types';
-import { LLAMA2_BIN, LLAMA2_MODEL, LLAMA3_TIKTOKEN, LLAMA_SPM_GGUF, MODELS, temporaryDirectory } from './helpers';
+import { LLAMA2_BIN, LLAMA2_MODEL, LLAMA3_TIKTOKEN, LLAMA_SPM_GGUF, temporaryDirectory } from './helpers';
+import { modelPath } from '../helpers/models';
 
 function expectFormatError(source: TokenizerSource, file: string, message?: RegExp): void {
   assert.throws(
@@ -38,7 +39,7 @@ describe('tokenizer/load', () => {
       ['SentencePiece .model', LLAMA2_MODEL, 'sentencepiece', 32000],
       ['tiktoken', LLAMA3_TIKTOKEN, 'bpe', 128256],
       ['GGUF vocabulary', LLAMA_SPM_GGUF, 'sentencepiece', 32000],
-      ['GGUF model', path.join(MODELS, 'llama2xs/llama2xs-Q4_0.gguf'), 'sentencepiece', 512],
+      ['GGUF model', modelPath('llama2xs/llama2xs-Q4_0.gguf'), 'sentencepiece', 512],
     ];
     for (const [name, file, kind, vocabSize] of cases) {
       it(`${name} under a misleading name`, () => {
@@ -51,7 +52,7 @@ describe('tokenizer/load', () => {
     }
 
     it('a tokenizer.bin whose max_token_length is 10 (starts like a protobuf) is still a tokenizer.bin', () => {
-      const bin = fs.readFileSync(path.join(MODELS, 'stories260K/tok512.bin'));
+      const bin = fs.readFileSync(modelPath('stories260K/tok512.bin'));
       const patched = Buffer.from(bin);
       assert.ok(bin.readInt32LE(0) <= 10);
       patched.writeInt32LE(10, 0);

@@ -3,8 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadTokenizer, type Tokenizer } from '../../lib/tokenizer';
-import { readReferences } from '../helpers/models';
-import { MODELS } from './helpers';
+import { MODELS_DIR, modelPath, readReferences } from '../helpers/models';
 
 /** Text run.c prints for generated ids: it stops at BOS (the story separator), which prints nothing. */
 function continuationOf(tokenizer: Tokenizer, generated: readonly number[], stoppedOnBos: boolean): string {
@@ -16,12 +15,12 @@ describe('tokenizer: references.json', () => {
   for (const reference of readReferences()) {
     // The llama2.c tokenizer, its SentencePiece original when there is one, and the GGUF copy.
     const files = [reference.tokenizer, reference.tokenizer.replace(/\.bin$/, '.model'), reference.sameWeightsGguf]
-      .map((file) => path.join(MODELS, file))
+      .map((file) => modelPath(file))
       .filter((file, i) => i !== 1 || fs.existsSync(file));
 
     describe(reference.model, () => {
       for (const file of files) {
-        const name = path.relative(MODELS, file);
+        const name = path.relative(MODELS_DIR, file);
         const tokenizer = (): Tokenizer => loadTokenizer({ kind: 'file', path: file });
 
         it(`${name}: BOS + encode(prompt) equals promptTokens`, () => {
@@ -50,7 +49,7 @@ describe('tokenizer: references.json', () => {
   }
 
   it('BOS ends a llama2.c story: a trailing 1 prints nothing', () => {
-    const t = loadTokenizer({ kind: 'file', path: path.join(MODELS, 'stories260K/tok512.bin') });
+    const t = loadTokenizer({ kind: 'file', path: modelPath('stories260K/tok512.bin') });
     const ids = t.encode('The end.'); // ' The end.' with its dummy-prefix space
     assert.equal(continuationOf(t, [...ids, 1], true), ' The end.');
     assert.equal(t.decode([...ids, 1], { skipSpecial: true }), ' The end.');

@@ -4,18 +4,17 @@
  * llama2.c's run.c transcribed as the reference for .bin files.
  */
 import assert from 'node:assert/strict';
-import * as path from 'node:path';
 import { readGgufMetadata } from '../../lib/io/gguf';
 import { loadTokenizer, type Tokenizer } from '../../lib/tokenizer';
 import {
   LLAMA2_BIN,
   LLAMA2_MODEL,
   LLAMA_SPM_GGUF,
-  MODELS,
   VARIED_TEXTS,
   readLlama2cVocab,
   readVocabVectors,
   runcEncode, sharedTokenizer } from './helpers';
+import { modelPath } from '../helpers/models';
 
 const vectors = readVocabVectors(LLAMA_SPM_GGUF);
 
@@ -129,7 +128,7 @@ describe('tokenizer/sentencepiece', () => {
     });
 
     it('known difference: without byte pieces run.c emits byte + 3 ids (out of range), lowbit emits one <unk> per unknown run', () => {
-      const file = path.join(MODELS, 'babyllama-tok105/tok105.bin');
+      const file = modelPath('babyllama-tok105/tok105.bin');
       const tokenizer = loadTokenizer({ kind: 'file', path: file });
       const runc = runcEncode(readLlama2cVocab(file), 'a ü b');
       assert.ok(runc.some((id) => id >= tokenizer.vocabSize), 'run.c indexes past the vocabulary');
@@ -141,12 +140,12 @@ describe('tokenizer/sentencepiece', () => {
 
     it('known difference: a SentencePiece .model may remove extra whitespace (its normalizer says so), run.c never does', () => {
       // tok512.model leaves remove_extra_whitespaces at its proto default, true; the .bin has no normalizer.
-      const model = loadTokenizer({ kind: 'file', path: path.join(MODELS, 'stories260K/tok512.model') });
-      const bin = loadTokenizer({ kind: 'file', path: path.join(MODELS, 'stories260K/tok512.bin') });
+      const model = loadTokenizer({ kind: 'file', path: modelPath('stories260K/tok512.model') });
+      const bin = loadTokenizer({ kind: 'file', path: modelPath('stories260K/tok512.bin') });
       assert.deepEqual(model.encode('  Once   upon a time '), model.encode('Once upon a time'));
       assert.deepEqual(bin.encode('Once upon a time'), model.encode('Once upon a time'));
       assert.notDeepEqual(bin.encode('  Once   upon a time '), bin.encode('Once upon a time'));
-      assert.deepEqual(bin.encode('  Once   upon a time '), runcEncode(readLlama2cVocab(path.join(MODELS, 'stories260K/tok512.bin')), '  Once   upon a time '));
+      assert.deepEqual(bin.encode('  Once   upon a time '), runcEncode(readLlama2cVocab(modelPath('stories260K/tok512.bin')), '  Once   upon a time '));
     });
   });
 
@@ -156,8 +155,8 @@ describe('tokenizer/sentencepiece', () => {
       ['babyllama-tok105/tok105.bin', 'babyllama-tok105/tok105.model'],
     ]) {
       it(`${bin} and ${model} agree on varied text (single spaces)`, () => {
-        const a = loadTokenizer({ kind: 'file', path: path.join(MODELS, bin) });
-        const b = loadTokenizer({ kind: 'file', path: path.join(MODELS, model) });
+        const a = loadTokenizer({ kind: 'file', path: modelPath(bin) });
+        const b = loadTokenizer({ kind: 'file', path: modelPath(model) });
         assert.equal(a.vocabSize, b.vocabSize);
         for (const text of VARIED_TEXTS) {
           const single = text.replace(/ +/g, ' ').trim();
@@ -167,7 +166,7 @@ describe('tokenizer/sentencepiece', () => {
     }
 
     it('aidreams260K has its own vocabulary and round-trips', () => {
-      const t = loadTokenizer({ kind: 'file', path: path.join(MODELS, 'aidreams260K/tok512_aidreams.bin') });
+      const t = loadTokenizer({ kind: 'file', path: modelPath('aidreams260K/tok512_aidreams.bin') });
       assert.equal(t.vocabSize, 512);
       for (const text of VARIED_TEXTS) assert.equal(t.decode(t.encode(text, { bos: true }), { skipSpecial: true }), text);
     });
