@@ -173,6 +173,9 @@ export interface AddonFormatInfo {
 
 export interface AddonCpuInfo {
   arch: string;
+  /** x64: cpuid's vendor string and display family (AMD Zen 4 0x19, Zen 5 0x1a); elsewhere '' and 0. */
+  vendor: string;
+  family: number;
   features: Record<string, boolean>;
   physicalCores: number;
   logicalCores: number;

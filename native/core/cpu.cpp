@@ -24,7 +24,13 @@ namespace lb {
 static void detect_x86(cpu_features &f) {
   f.arch = "x64";
   unsigned a, b, c, d;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return;
+  const unsigned vendor[3] = {b, d, c};  // the string's order
+  f.vendor.assign(reinterpret_cast<const char *>(vendor), sizeof vendor);
   if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+  // Family 0xf continues in the extended field (Intel SDM and AMD APM: "display family").
+  f.family = (a >> 8) & 0xf;
+  if (f.family == 0xf) f.family += (a >> 20) & 0xff;
   const bool osxsave = c & (1u << 27), avx = c & (1u << 28);
   f.fma = c & (1u << 12);
   f.f16c = c & (1u << 29);

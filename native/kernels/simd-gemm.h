@@ -53,6 +53,7 @@
 #include <utility>
 #include <vector>
 
+#include "../core/cpu.h"
 #include "../core/fastmath.h"
 #include "../core/pool.h"
 #include "kernels.h"
@@ -1005,25 +1006,39 @@ void gemm_quant(const Args &p) {
 // ---------------------------------------------------------------------------------------------
 // Float weights (f32, f16) x float activations, natural order.
 
-// Each row's lines are requested 8 KiB ahead (rows are contiguous): left to the hardware
-// prefetcher, one core streamed an f16 output head (32000 x 1152) from DRAM at 0.64 of the read
-// bandwidth and two cores at 0.57 when the reads ran fast (55 GB/s); with this, 0.94-1.0 in both
-// (4 KiB ahead: 0.74). The head is a third of a MobileLLM-600M decode step's bytes.
-template <class Vec, bool HALF>
+// Each row's lines are requested AHEAD bytes ahead in software (rows are contiguous), with
+// __builtin_prefetch's LOCALITY (1: prefetcht2, into L2; 0: prefetchnta, into L1 past the other
+// caches). Left to the hardware prefetcher, one Zen 4 core streamed an f16 output head
+// (32000 x 1152) from DRAM at 0.64 of the read bandwidth and two cores at 0.57 when the reads ran
+// fast (55 GB/s); 8 KiB ahead into L2, 0.94-1.0 in both (4 KiB ahead: 0.74). The head is a third
+// of a MobileLLM-600M decode step's bytes. Which request suits depends on the core
+// (gemm_float_for).
+template <class Vec, bool HALF, size_t AHEAD, int LOCALITY>
 void gemm_float(const gemm_f32_args &p) {
   const qtensor &w = *p.w;
   const act_f32 &a = *p.a;
   using T = std::conditional_t<HALF, uint16_t, float>;
-  constexpr size_t kAhead = 8192;
   const size_t row_bytes = w.row_stride();
   const char *last = reinterpret_cast<const char *>(w.row(w.rows - 1)) + row_bytes;
   for (int64_t r = p.r0; r < p.r1; r++) {
     const char *row = reinterpret_cast<const char *>(w.row(r));
-    for (const char *line = row + kAhead; line < std::min(row + kAhead + row_bytes, last); line += 64)
-      __builtin_prefetch(line, 0, 1);
+    for (const char *line = row + AHEAD; line < std::min(row + AHEAD + row_bytes, last); line += 64)
+      __builtin_prefetch(line, 0, LOCALITY);
     for (int64_t v = 0; v < a.n; v++)
       p.y[v * p.ldy + r] = dot_row<Vec>(reinterpret_cast<const T *>(row), a.x + v * w.cols, w.cols);
   }
+}
+
+// The float GEMM for this core. Zen 5 (AMD family 1Ah) streams poorly behind requests into L2:
+// there the f16 head above read at 0.67 of one core's read bandwidth with them and at 0.87-0.93
+// with none, and at 0.95-0.98 requested 6 KiB ahead into L1 (4 KiB: 0.93-0.95); on two cores in a
+// fast spell (reads of 71-76 GB/s) 0.62-0.75 against 0.88-1.04. End to end, `llama-1b` 2-bit
+// decoded 10-14% faster on one thread (roofline 0.75-0.81 -> 0.84-0.87). Requests into L1 measured
+// far worse than into L2 on Zen 4 (the row-major GEMV's, above), which keeps its setting.
+template <class Vec, bool HALF>
+gemm_f32_fn gemm_float_for(const cpu_features &c) {
+  if (c.vendor == "AuthenticAMD" && c.family == 0x1a) return gemm_float<Vec, HALF, 6144, 0>;
+  return gemm_float<Vec, HALF, 8192, 1>;
 }
 
 // f32 -> f16 (round to nearest even), whole vectors then the scalar definition for the tail.
@@ -1063,8 +1078,8 @@ kernel_table make_table(isa id) {
   kernel_table k{};
   k.id = id;
   k.shape = act_shape{Vec::kBytes, Vec::kAccs};
-  k.gemm_f32[FORMAT_F32] = gemm_float<Vec, false>;
-  k.gemm_f32[FORMAT_F16] = gemm_float<Vec, true>;
+  k.gemm_f32[FORMAT_F32] = gemm_float_for<Vec, false>(cpu());
+  k.gemm_f32[FORMAT_F16] = gemm_float_for<Vec, true>(cpu());
   unrolled<FORMAT_COUNT>([&](auto f) {
     constexpr format F = (format)decltype(f)::value;
     if constexpr (kFormatTraits[F].quantized) {

@@ -39,12 +39,14 @@ const kernel_table &kernels_arg(Napi::Env env, const Napi::Value &v) {
 
 namespace {
 
-// cpuInfo() -> { arch, features, physicalCores, logicalCores, isa, isas, interleavedIsas }
+// cpuInfo() -> { arch, vendor, family, features, physicalCores, logicalCores, isa, isas, interleavedIsas }
 Napi::Value CpuInfo(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   const cpu_features &c = cpu();
   Napi::Object o = Napi::Object::New(env);
   o.Set("arch", c.arch);
+  o.Set("vendor", c.vendor);
+  o.Set("family", c.family);
   Napi::Object f = Napi::Object::New(env);
   const std::pair<const char *, bool> flags[] = {
       {"avx2", c.avx2}, {"fma", c.fma}, {"f16c", c.f16c}, {"bmi2", c.bmi2}, {"avx512f", c.avx512f},

@@ -2,6 +2,7 @@
 // threads, views, and bad input that must throw typed errors, never crash.
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 
 import { cpuInfo, DisposedError, LowbitError, QTensor, QUANT_FORMATS, quantize, quantizeAsync, tensorFromPacked } from '../../lib';
 import { binding } from '../../lib/native';
@@ -50,6 +51,19 @@ describe('QTensor', () => {
     assert.ok(info.isas.includes('ref'));
     assert.ok(info.physicalCores >= 1 && info.defaultThreads === info.physicalCores);
     if (info.arch === 'x64') assert.equal(typeof info.features.avx2, 'boolean');
+  });
+
+  it('reports the x86 vendor and family as the kernel sees them', function () {
+    const info = cpuInfo();
+    if (info.arch !== 'x64') {
+      assert.deepEqual([info.vendor, info.family], ['', 0]);
+      this.skip();
+    }
+    if (!fs.existsSync('/proc/cpuinfo')) this.skip();
+    // Linux prints the same cpuid fields for each CPU: the first one's are this process's.
+    const field = (name: string) => fs.readFileSync('/proc/cpuinfo', 'utf8').match(new RegExp(`^${name}\\s*: (.*)$`, 'm'))?.[1];
+    assert.equal(info.vendor, field('vendor_id'));
+    assert.equal(info.family, Number(field('cpu family')));
   });
 
   for (const format of QUANT_FORMATS) {
