@@ -5,8 +5,9 @@ export type { IsaName } from './native';
 
 /**
  * `arch` (`x64`, `arm64` or `other`); on x64, `vendor` and `family` from cpuid (some kernels tune
- * for the core: docs/KERNELS.md); `features` detected by cpuid / hwcaps (avx512vnni, dotprod ...); `physicalCores` and `logicalCores`; `defaultThreads` (the physical cores, used when an
- * option leaves threads unset); `isa`, the kernels in use (the best the CPU supports, or
+ * for the core: docs/KERNELS.md); `features` detected by cpuid / hwcaps (avx512vnni, dotprod ...);
+ * `physicalCores` and `logicalCores`; `defaultThreads` (the physical cores, used when an option
+ * leaves threads unset); `isa`, the kernels in use (the best the CPU supports, or
  * LOWBIT_ISA when set); `isas`, every kernel set this CPU can run; `interleavedIsas`, those with
  * the interleaved GEMV (loaded models store their quantized layer weights interleaved there).
  */

@@ -60,7 +60,7 @@ describe('QTensor', () => {
       this.skip();
     }
     if (!fs.existsSync('/proc/cpuinfo')) this.skip();
-    // Linux prints the same cpuid fields for each CPU: the first one's are this process's.
+    // Linux lists every CPU with the same cpuid fields: the first entry serves.
     const field = (name: string) => fs.readFileSync('/proc/cpuinfo', 'utf8').match(new RegExp(`^${name}\\s*: (.*)$`, 'm'))?.[1];
     assert.equal(info.vendor, field('vendor_id'));
     assert.equal(info.family, Number(field('cpu family')));
