@@ -3,10 +3,21 @@
  * throughput ratio the benchmarks report (kernel GB/s divided by what a plain streaming read of
  * the same kind achieves in the same run).
  */
+import { cpuInfo } from '../lib';
 import { binding } from '../lib/native';
 
 export const MiB = 2 ** 20;
 export const GiB = 2 ** 30;
+
+/**
+ * The machine a run measured, for its log: figures differ by core (docs/BENCHMARKS.md has runs on
+ * Zen 4 and Zen 5), e.g. "x64 AuthenticAMD family 0x1a, 2 cores, kernels avx512".
+ */
+export function describeHost(): string {
+  const c = cpuInfo();
+  const core = c.vendor ? ` ${c.vendor} family 0x${c.family.toString(16)}` : '';
+  return `${c.arch}${core}, ${c.physicalCores} cores, kernels ${c.isa}`;
+}
 
 /** The middle value (the mean of the middle two for an even count). */
 export function median(values: readonly number[]): number {

@@ -23,7 +23,7 @@ import { exportGguf, type GgufLinearType } from '../lib/convert/gguf-export';
 import { SYNTH_SHAPES, type SynthShapeName, synthModel } from '../lib/convert/synth';
 import { openModel } from '../lib/io';
 import { EMBED_TOKENS, LM_HEAD } from '../lib/io/llama';
-import { dramProbe, median, pairedRatios } from './bandwidth';
+import { describeHost, dramProbe, median, pairedRatios } from './bandwidth';
 import { CONTEXT, DECODE_TOKENS, PROMPT_TOKENS, type WorkerResult } from './generate-worker';
 
 const BITS_FORMAT: Record<string, string> = { 1: 'b1', 1.58: 't158', 2: 'b2', 3: 'b3', 4: 'b4' };
@@ -185,6 +185,7 @@ function printRooflines() {
 async function main() {
   fs.mkdirSync(cacheDir, { recursive: true });
   const reads = dramProbe();
+  console.log(`lowbit generate benchmark: ${describeHost()}`);
   console.log(`DRAM read bandwidth: ${threadCounts.map((t) => `${t}t ${reads.take(t).toFixed(1)} GB/s`).join(', ')}; context ${CONTEXT}`);
   reads.release();
   for (const shape of shapes) {

@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 
 import { cpuInfo } from '../lib';
 import { type AddonQTensor, binding, type IsaName } from '../lib/native';
-import { cacheProbe, dramProbe, MiB, ReadProbe } from './bandwidth';
+import { cacheProbe, describeHost, dramProbe, MiB, ReadProbe } from './bandwidth';
 
 const FORMATS = ['b1', 't158', 'b2', 'b3', 'b4'] as const;
 type Format = (typeof FORMATS)[number];
@@ -176,7 +176,7 @@ function gemm(format: Format, rows: number, cols: number) {
   w.dispose();
 }
 
-console.log(`lowbit kernel benchmark: ${info.arch}, ISAs ${isas.join(', ')}, threads ${threadCounts.join(', ')}`);
+console.log(`lowbit kernel benchmark: ${describeHost()}; ISAs ${isas.join(', ')}, threads ${threadCounts.join(', ')}`);
 for (const threads of threadCounts) {
   console.log(`read bandwidth, ${threads} thread(s): DRAM ${dramReads.take(threads).toFixed(1)} GB/s, 16 MiB ${cacheReads.take(threads).toFixed(1)} GB/s`);
 }

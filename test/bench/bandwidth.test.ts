@@ -2,7 +2,8 @@
 // table reports, and the native probes they time (read loop, a run of matmuls) with bad input.
 import { strict as assert } from 'node:assert';
 
-import { cacheProbe, median, MiB, pairedRatios, ReadProbe } from '../../bench/bandwidth';
+import { cacheProbe, describeHost, median, MiB, pairedRatios, ReadProbe } from '../../bench/bandwidth';
+import { cpuInfo } from '../../lib';
 import { binding } from '../../lib/native';
 
 describe('bench bandwidth helpers', () => {
@@ -15,6 +16,14 @@ describe('bench bandwidth helpers', () => {
   it('needs one read more than rates', () => {
     assert.throws(() => pairedRatios([30, 27], [32, 36]), RangeError);
     assert.throws(() => pairedRatios([30], [32, 36, 40]), /1 rates need 2 reads, got 3/);
+  });
+
+  it('names the host a run measured: arch, cpuid vendor and family, cores, kernels', () => {
+    const c = cpuInfo();
+    const m = describeHost().match(/^(\w+)(?: (\w+) family 0x([0-9a-f]+))?, (\d+) cores, kernels ([\w-]+)$/);
+    assert.ok(m, describeHost());
+    assert.deepEqual([m[1], m[2] ?? '', parseInt(m[3] ?? '0', 16), Number(m[4]), m[5]],
+      [c.arch, c.vendor, c.family, c.physicalCores, c.isa]);
   });
 
   it('takes the middle value, or the mean of the middle two', () => {
