@@ -14,12 +14,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { median } from './bandwidth';
+import { median, MiB } from './bandwidth';
 import type { GenerateResult } from './generate';
 import type { KernelResult } from './kernels';
 
 const fixed = (digits: number) => (x: number) => x.toFixed(digits);
-const MiB = 2 ** 20;
 
 function markdown(header: string[], lines: string[][]): string {
   return [header, header.map(() => '---'), ...lines].map((cells) => `| ${cells.join(' | ')} |`).join('\n');
@@ -28,7 +27,11 @@ function markdown(header: string[], lines: string[][]): string {
 /** Rows grouped by key, groups in order of first appearance. */
 function groupBy<T>(rows: readonly T[], key: (row: T) => string): T[][] {
   const groups = new Map<string, T[]>();
-  for (const row of rows) groups.set(key(row), [...(groups.get(key(row)) ?? []), row]);
+  for (const row of rows) {
+    const k = key(row);
+    if (!groups.has(k)) groups.set(k, []);
+    groups.get(k)!.push(row);
+  }
   return [...groups.values()];
 }
 
